@@ -1,0 +1,102 @@
+"""The `helio` command: the pipeline's stages for people outside DVC, and `info` on any artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from helio_core import artifacts
+from helio_core.data import run_prepare
+from helio_core.errors import HelioError
+from helio_core.params import Params, load_params
+from helio_core.selection import run_select_patches
+from helio_core.teachers import run_train_teachers
+
+app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+
+ParamsFile = Annotated[Path, typer.Option("--params", "-p", help="params file (as DVC's params.yaml)")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", "-S", help="override, e.g. -S select.ipc=1")]
+
+
+def _params(path: Path, overrides: list[str] | None) -> Params:
+    try:
+        return load_params(path, overrides)
+    except HelioError as error:
+        _fail(error)
+
+
+def _fail(error: HelioError) -> None:
+    console.print(f"[red]helio: error:[/red] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _run(stage, params: Params) -> dict:
+    try:
+        return stage(params)
+    except HelioError as error:
+        _fail(error)
+
+
+@app.command()
+def prepare(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Load the data set named by data.name and write artifacts/data."""
+    report = _run(run_prepare, _params(params, set_))
+    console.print(f"prepared {report['train']} train / {report['test']} test images, {report['classes']} classes")
+
+
+@app.command("train-teachers")
+def train_teachers(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Train one trajectory from scratch and keep the checkpoints of teachers.keep."""
+    metrics = _run(run_train_teachers, _params(params, set_))
+    console.print(f"last kept epoch {metrics['last_epoch']}: test accuracy {metrics['last_test_acc_full']:.4f}")
+
+
+@app.command("select-patches")
+def select_patches(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Select RDED patches with the observer teacher and write the distilled PNGs."""
+    report = _run(run_select_patches, _params(params, set_))
+    console.print(f"{report['images']} distilled images, observer epoch {report['observer_epoch']}")
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="a .safetensors or .json artifact, or a folder holding labels.json")],
+) -> None:
+    """Show what an artifact is and what it was made from."""
+    try:
+        if path.is_dir():
+            path = path / "labels.json"
+        if path.suffix == ".safetensors":
+            record = artifacts.read_metadata(path)
+        else:
+            record = artifacts.read_json(path)
+    except HelioError as error:
+        _fail(error)
+    if not isinstance(record, dict):
+        _fail(HelioError(f"{path}: expected a JSON object"))
+    table = Table(title=str(path), show_header=False)
+    provenance = record.get("provenance", {})
+    for key, value in record.items():
+        if key not in ("provenance", "images"):
+            table.add_row(key, _short(value))
+    if "images" in record:
+        table.add_row("images", f"{len(record['images'])} entries")
+    for key in ("stage", "helio_version", "torch_version", "format_version"):
+        if key in provenance:
+            table.add_row(f"made by: {key}", str(provenance[key]))
+    for name, digest in provenance.get("inputs", {}).items():
+        table.add_row(f"input: {name}", f"sha256 {digest}")
+    for key, value in provenance.get("params", {}).items():
+        table.add_row(f"param: {key}", _short(value))
+    console.print(table)
+
+
+def _short(value: object, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

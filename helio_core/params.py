@@ -1,0 +1,237 @@
+"""Typed, validated parameters read from params.yaml: every knob of the pipeline, checked once, early.
+
+Each section of params.yaml is one frozen dataclass. Types are checked field by field so that a wrong
+value fails with the key's name (``select.ipc must be an integer, got 1.5``) before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from helio_core.errors import HelioError
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Which data set to prepare and at what resolution."""
+
+    name: Literal["fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder", "synthetic"] = "fashion-mnist"
+    root: str | None = None  # None: auto-detect where the source allows it (Debian's fashion-mnist)
+    size: int = 32  # working resolution in pixels (square)
+    train_per_class: int | None = None  # cap per class (None: all); required for `synthetic`
+    test_per_class: int | None = None
+    synthetic_classes: int = 10
+    synthetic_channels: int = 3
+
+    def validate(self) -> None:
+        _positive("data.size", self.size)
+        for key in ("train_per_class", "test_per_class"):
+            value = getattr(self, key)
+            if value is not None:
+                _positive(f"data.{key}", value)
+        if self.name == "synthetic":
+            if self.train_per_class is None or self.test_per_class is None:
+                raise HelioError("data.train_per_class and data.test_per_class must be set for data.name=synthetic")
+            _positive("data.synthetic_classes", self.synthetic_classes)
+            if self.synthetic_channels not in (1, 3):
+                raise HelioError(f"data.synthetic_channels must be 1 or 3, got {self.synthetic_channels}")
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    """One training trajectory from scratch; the checkpoints of `keep` are the (weak) teachers."""
+
+    arch: str = "resnet18"
+    epochs: int = 9
+    epoch_images: int | None = None  # images per epoch, drawn without replacement (None: the whole split)
+    keep: list[int] = field(default_factory=lambda: list(range(1, 10)))
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.1  # fraction of all steps with a linear warm-up, then cosine decay to zero
+    label_smoothing: float = 0.1
+    crop_padding: int = 2  # random-crop augmentation: pad then crop back to size
+    flip: bool = True
+    eval_images: int | None = 2000  # test images scored per kept epoch (None: all); the last is scored on all
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size"):
+            _positive(f"teachers.{key}", getattr(self, key))
+        if self.epoch_images is not None:
+            _positive("teachers.epoch_images", self.epoch_images)
+        if self.eval_images is not None:
+            _positive("teachers.eval_images", self.eval_images)
+        if not self.keep:
+            raise HelioError("teachers.keep must list at least one epoch")
+        bad = [epoch for epoch in self.keep if not 1 <= epoch <= self.epochs]
+        if bad:
+            raise HelioError(f"teachers.keep must hold epochs between 1 and teachers.epochs={self.epochs}, got {bad}")
+        if len(set(self.keep)) != len(self.keep):
+            raise HelioError(f"teachers.keep lists an epoch twice: {self.keep}")
+        if self.lr <= 0:
+            raise HelioError(f"teachers.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise HelioError(f"teachers.warmup must be in [0, 1), got {self.warmup}")
+        if self.crop_padding < 0:
+            raise HelioError(f"teachers.crop_padding must be >= 0, got {self.crop_padding}")
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    """RDED patch selection (paper Eq. 6)."""
+
+    ipc: int = 10  # distilled images per class
+    factor: int = 1  # each image tiles factor x factor patches
+    candidates: int = 300  # random train images per class (RDED: 300)
+    crops: int = 5  # RandomResizedCrop crops per candidate (RDED: 5)
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # area fraction of each crop
+    observer_epoch: int | None = None  # teacher epoch that scores the crops (None: the last kept)
+    batch_size: int = 256
+
+    def validate(self) -> None:
+        for key in ("ipc", "factor", "candidates", "crops", "batch_size"):
+            _positive(f"select.{key}", getattr(self, key))
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise HelioError(f"select.crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}")
+        if self.candidates < self.patches_per_class:
+            raise HelioError(
+                f"select.candidates={self.candidates} must be at least ipc*factor^2={self.patches_per_class}"
+            )
+
+    @property
+    def patches_per_class(self) -> int:
+        return self.ipc * self.factor**2
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml."""
+
+    seed: int = 0
+    data: DataParams = field(default_factory=DataParams)
+    teachers: TeacherParams = field(default_factory=TeacherParams)
+    select: SelectParams = field(default_factory=SelectParams)
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.teachers.validate()
+        self.select.validate()
+        if self.data.size % self.select.factor:
+            raise HelioError(f"select.factor={self.select.factor} must divide data.size={self.data.size}")
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override (``key.sub=value`` in YAML syntax, as `dvc exp run -S`) and validate params."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise HelioError(f"{path}: params file not found") from None
+    except yaml.YAMLError as error:
+        raise HelioError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise HelioError(f"{path}: expected a mapping of sections at the top level")
+    for override in overrides or []:
+        _apply_override(raw, override)
+    params = _build(Params, raw, prefix="")
+    params.validate()
+    return params
+
+
+def as_dict(section: Any) -> dict[str, Any]:
+    """A section as plain data, for provenance records."""
+    return dataclasses.asdict(section)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise HelioError(f"override {override!r} must look like section.key=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for parent in parents:
+        node = node.setdefault(parent, {})
+        if not isinstance(node, dict):
+            raise HelioError(f"override {override!r}: {parent} is not a section")
+    node[leaf] = yaml.safe_load(text)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise HelioError(f"{prefix.rstrip('.') or 'params'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise HelioError(f"unknown parameter {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    values = {}
+    for name in names & set(raw):
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], f"{prefix}{name}.")
+        else:
+            values[name] = _check(f"{prefix}{name}", raw[name], hint)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, hint: Any) -> Any:
+    """Return value if it has the type `hint` (ints accepted for floats), else raise naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _check(key, value, option)
+            except HelioError:
+                continue
+        raise HelioError(f"{key} must be {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise HelioError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise HelioError(f"{key} must be a list of {_describe(args[0])}, got {value!r}")
+        return [_check(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise HelioError(f"{key} must be {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(hint, str(hint))
+
+
+def _positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise HelioError(f"{key} must be > 0, got {value}")

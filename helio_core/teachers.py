@@ -1,0 +1,165 @@
+"""Stage `train_teachers`: one training trajectory from scratch; its kept checkpoints are the weak teachers.
+
+The paper takes weak teachers from the early part of a single trajectory (section 3.3). An "epoch"
+here is `teachers.epoch_images` images drawn without replacement from an endless shuffled stream of
+the train split, so a short CPU trajectory can still keep ~9 evenly spaced checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helio_core import artifacts, augment, models
+from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.params import Params, TeacherParams, as_dict
+from helio_core.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class TeacherPaths:
+    folder: Path = Path("artifacts/teachers")
+    metrics: Path = Path("metrics/teachers.json")
+
+    def checkpoint(self, epoch: int, folder: Path | None = None) -> Path:
+        return (folder or self.folder) / f"epoch_{epoch:03d}.safetensors"
+
+
+class ShuffledStream:
+    """Indices 0..n-1 in a fresh seeded permutation per pass, served in chunks that may span passes."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+        self.pending = torch.empty(0, dtype=torch.int64)
+
+    def take(self, count: int) -> torch.Tensor:
+        while len(self.pending) < count:
+            self.pending = torch.cat([self.pending, torch.randperm(self.n, generator=self.generator)])
+        chunk, self.pending = self.pending[:count], self.pending[count:]
+        return chunk
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, params: TeacherParams) -> torch.optim.Optimizer:
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay, nesterov=True
+        )
+    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float in [0, 1], channels-last (faster convolutions on CPU and GPU)."""
+    return (images.float() / 255).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Logits of uint8 images, in eval mode; restores the model's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(to_input(chunk)) for chunk in images.split(batch_size)])
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predict_logits(model, images).argmax(1) == labels).float().mean().item()
+
+
+def train_trajectory(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, params: TeacherParams, generator: torch.Generator
+):
+    """Train `model` in place; yield (epoch, mean loss) after each epoch."""
+    epoch_images = params.epoch_images or len(labels)
+    steps_per_epoch = math.ceil(epoch_images / params.batch_size)
+    total_steps = params.epochs * steps_per_epoch
+    optimizer = make_optimizer(model, params)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, int(params.warmup * total_steps))
+    )
+    stream = ShuffledStream(len(labels), generator)
+    model.train()
+    for epoch in range(1, params.epochs + 1):
+        losses = []
+        for step in range(steps_per_epoch):
+            index = stream.take(min(params.batch_size, epoch_images - step * params.batch_size))
+            batch = augment.random_crop(images[index].float() / 255, params.crop_padding, generator)
+            if params.flip:
+                batch = augment.random_flip(batch, generator)
+            logits = model(batch.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits, labels[index], label_smoothing=params.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            yield epoch, step + 1, steps_per_epoch, losses[-1]
+
+
+def run_train_teachers(
+    params: Params, paths: TeacherPaths = TeacherPaths(), data_paths: DataPaths = DataPaths()
+) -> dict:
+    """Train the trajectory, save the kept epochs, write test accuracy per kept epoch to metrics."""
+    started = time.perf_counter()
+    classes, class_hash = load_classes(data_paths.classes)
+    train, train_meta = load_split(data_paths.train, class_hash)
+    test, _ = load_split(data_paths.test, class_hash)
+    teacher = params.teachers
+    torch.manual_seed(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    channels, size = train.images.shape[1], train.images.shape[-1]
+    spec = {"arch": teacher.arch, "num_classes": len(classes), "in_channels": channels, "image_size": size}
+    model = models.create_model(teacher.arch, len(classes), channels, size, train_meta["mean"], train_meta["std"])
+    model = model.to(memory_format=torch.channels_last)
+    record = artifacts.provenance(
+        "train_teachers", {"seed": params.seed, "teachers": as_dict(teacher)}, {"train": data_paths.train}
+    )
+    eval_count = min(teacher.eval_images or len(test.labels), len(test.labels))
+    eval_index = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(params.seed))[:eval_count]
+    eval_images, eval_labels = test.images[eval_index], test.labels[eval_index]
+    kept: dict[str, float] = {}
+    with artifacts.atomic_path(paths.folder) as folder, progress_bar() as bar:
+        folder.mkdir()
+        task = bar.add_task("teacher trajectory", total=teacher.epochs, status="")
+        for epoch, step, steps, loss in train_trajectory(model, train.images, train.labels, teacher, generator):
+            bar.update(task, completed=epoch - 1 + step / steps, status=f"epoch {epoch} loss {loss:.3f}")
+            if step < steps or epoch not in teacher.keep:
+                continue
+            acc = accuracy(model, eval_images, eval_labels)
+            kept[str(epoch)] = round(acc, 5)
+            bar.console.print(f"epoch {epoch}: test accuracy {acc:.4f} on {eval_count} test images")
+            metadata = {
+                "epoch": epoch,
+                "test_acc": acc,
+                "test_images": eval_count,
+                "classes_sha256": class_hash,
+                "provenance": record,
+            }
+            models.save_checkpoint(paths.checkpoint(epoch, folder), model, spec, metadata)
+    last = max(teacher.keep)
+    last_model, _ = models.load_checkpoint(paths.checkpoint(last))
+    final_acc = accuracy(last_model.to(memory_format=torch.channels_last), test.images, test.labels)
+    metrics = {
+        "test_acc": kept,
+        "test_images": eval_count,
+        "last_epoch": last,
+        "last_test_acc_full": round(final_acc, 5),
+        "full_test_images": len(test.labels),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    artifacts.write_json(paths.metrics, metrics)
+    return metrics

@@ -1,0 +1,46 @@
+import re
+
+import pytest
+
+from helio_core.errors import HelioError
+from helio_core.params import load_params
+from tests.conftest import REPO
+
+
+def test_shipped_params_and_presets_validate():
+    default = load_params(REPO / "params.yaml")
+    assert default.data.name == "fashion-mnist" and default.data.size == 32
+    assert default.select.ipc == 10 and default.select.factor == 1
+    assert len(default.teachers.keep) == 9
+    for preset in (REPO / "presets").glob("*.yaml"):
+        load_params(preset)
+
+
+def test_override_in_yaml_syntax():
+    params = load_params(REPO / "params.yaml", ["select.ipc=1", "teachers.keep=[1, 3]"])
+    assert params.select.ipc == 1 and params.teachers.keep == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("select.ipc=1.5", "select.ipc must be an integer, got 1.5"),
+        ("select.ipc='ten'", "select.ipc must be an integer"),
+        ("select.ipc=0", "select.ipc must be > 0"),
+        ("data.name=imagenet", "data.name must be one of"),
+        ("data.size=30", "select.factor=4 must divide data.size=30"),
+        ("teachers.keep=[0, 12]", "teachers.keep must hold epochs between 1 and"),
+        ("select.candidates=3", "select.candidates=3 must be at least ipc*factor^2=10"),
+        ("select.colour=1", "unknown parameter select.colour"),
+        ("teachers.flip=1", "teachers.flip must be true or false, got 1"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    overrides = [override] + (["select.factor=4"] if override.startswith("data.size") else [])
+    with pytest.raises(HelioError, match=re.escape(message)):
+        load_params(REPO / "params.yaml", overrides)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(HelioError, match="params file not found"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,82 @@
+import pytest
+import torch
+from torch import nn
+
+from helio_core.data import run_prepare
+from helio_core.errors import HelioError
+from helio_core.params import load_params
+from helio_core.selection import DistilledPaths, distill_class, run_select_patches, select_lowest_ce, tile
+from helio_core.teachers import run_train_teachers
+from tests.conftest import REPO
+
+
+class BrightnessObserver(nn.Module):
+    """Class 0 logit grows with mean brightness, class 1 logit shrinks: bright crops are easy class 0."""
+
+    def forward(self, images):
+        brightness = images.mean(dim=(1, 2, 3))
+        return torch.stack([8 * (brightness - 0.5), -8 * (brightness - 0.5)], dim=1)
+
+
+def test_select_lowest_ce_takes_best_crop_then_lowest_images():
+    losses = torch.tensor(
+        [
+            [0.9, 0.4, 0.7],  # image 0: best crop 1 (0.4)
+            [0.2, 0.8, 0.3],  # image 1: best crop 0 (0.2)
+            [1.5, 1.1, 1.2],  # image 2: best crop 1 (1.1)
+            [0.6, 0.5, 0.05],  # image 3: best crop 2 (0.05)
+        ]
+    )
+    images, crops = select_lowest_ce(losses, 3)
+    assert images.tolist() == [3, 1, 0] and crops.tolist() == [2, 0, 1]
+
+
+def test_distill_class_picks_the_crops_the_observer_finds_easiest():
+    torch.manual_seed(0)
+    levels = torch.tensor([0.1, 0.9, 0.3, 0.7, 0.5, 0.8, 0.2])
+    images = (levels.view(-1, 1, 1, 1) * 255).round().to(torch.uint8).expand(-1, 1, 8, 8).contiguous()
+    params = load_params(
+        REPO / "params.yaml", ["select.ipc=3", "select.candidates=7", "select.crops=1", "select.crop_scale=[1.0, 1.0]"]
+    )
+    distilled, losses = distill_class(BrightnessObserver(), images, 0, params.select)
+    assert distilled.shape == (3, 1, 8, 8)
+    assert [round(v, 2) for v in (distilled[:, 0, 0, 0].float() / 255).tolist()] == [0.9, 0.8, 0.7]
+    assert losses.shape == (3, 1) and losses[:, 0].tolist() == sorted(losses[:, 0].tolist())
+    dark, _ = distill_class(BrightnessObserver(), images, 1, params.select)
+    assert [round(v, 2) for v in (dark[:, 0, 0, 0].float() / 255).tolist()] == [0.1, 0.2, 0.3]
+
+
+def test_distill_class_prefers_the_bright_half_of_split_images():
+    torch.manual_seed(0)
+    images = torch.zeros(6, 1, 16, 16, dtype=torch.uint8)
+    images[:, :, :, :8] = 255  # left half white, right half black
+    params = load_params(
+        REPO / "params.yaml",
+        ["select.ipc=2", "select.candidates=6", "select.crops=8", "select.crop_scale=[0.25, 0.25]"],
+    )
+    distilled, _ = distill_class(BrightnessObserver(), images, 0, params.select)
+    assert (distilled.float().mean(dim=(1, 2, 3)) > 0.6 * 255).all()
+
+
+def test_tile_follows_rdeds_order():
+    ipc, factor = 3, 2
+    patches = torch.arange(ipc * factor**2).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    images = tile(patches, ipc, factor)
+    assert images.shape == (3, 1, 8, 8)
+    for i in range(ipc):
+        for row in range(factor):
+            for col in range(factor):
+                cell = images[i, 0, row * 4 : (row + 1) * 4, col * 4 : (col + 1) * 4]
+                assert (cell == i + (row * factor + col) * ipc).all()
+    assert torch.equal(tile(patches[:3], 3, 1), patches[:3])
+
+
+def test_ipc_larger_than_a_class_fails_cleanly(workdir, quick_params):
+    run_prepare(quick_params)
+    run_train_teachers(load_params(REPO / "presets" / "quick.yaml", ["teachers.epochs=1", "teachers.keep=[1]"]))
+    too_many = load_params(REPO / "presets" / "quick.yaml", ["select.ipc=20", "select.candidates=100"])
+    with pytest.raises(
+        HelioError, match="select.ipc=20 needs 80 images of class 'class_0'; .*train.safetensors holds 64"
+    ):
+        run_select_patches(too_many)
+    assert not DistilledPaths().folder.exists() and not DistilledPaths().grid.exists()

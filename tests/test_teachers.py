@@ -1,0 +1,31 @@
+import torch
+
+from helio_core import models
+from helio_core.data import run_prepare
+from helio_core.teachers import ShuffledStream, TeacherPaths, lr_factor, run_train_teachers
+
+
+def test_stream_serves_each_index_once_per_pass():
+    stream = ShuffledStream(10, torch.Generator().manual_seed(0))
+    first = torch.cat([stream.take(4), stream.take(4), stream.take(2)])
+    assert sorted(first.tolist()) == list(range(10))
+    assert sorted(torch.cat([stream.take(7), stream.take(3)]).tolist()) == list(range(10))
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    factors = [lr_factor(step, 100, 10) for step in range(101)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[10] == 1.0
+    assert all(a >= b for a, b in zip(factors[10:-1], factors[11:], strict=True)) and factors[100] == 0.0
+
+
+def test_trajectory_keeps_listed_epochs_and_learns(workdir, quick_params):
+    run_prepare(quick_params)
+    metrics = run_train_teachers(quick_params)
+    paths = TeacherPaths()
+    assert sorted(p.name for p in paths.folder.iterdir()) == [f"epoch_00{e}.safetensors" for e in (1, 2, 3, 4)]
+    assert set(metrics["test_acc"]) == {"1", "2", "3", "4"} and metrics["last_epoch"] == 4
+    assert metrics["last_test_acc_full"] > 0.5  # 4 classes: chance is 0.25
+    teacher, metadata = models.load_checkpoint(paths.checkpoint(2))
+    assert metadata["epoch"] == 2 and metadata["provenance"]["inputs"]["train"]
+    first, _ = models.load_checkpoint(paths.checkpoint(1))
+    assert not torch.equal(first.net.fc.weight, teacher.net.fc.weight)
