@@ -22,6 +22,7 @@ from PIL import Image
 from helio_core import artifacts
 from helio_core.errors import HelioError
 from helio_core.params import DataParams, Params, as_dict
+from helio_core.progress import progress_bar
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -289,17 +290,20 @@ def _load_imagefolder(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet
         raise HelioError(f"{root / 'val'}: class folders differ from {root / 'train'}")
     generator = torch.Generator().manual_seed(seed)
     loaded = []
-    for split, cap in (("train", params.train_per_class), ("val", params.test_per_class)):
-        images, labels = [], []
-        for label, folder in enumerate(splits[split]):
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise HelioError(f"{folder}: empty class folder (no image files)")
-            if cap is not None and len(files) > cap:
-                files = [files[i] for i in sorted(torch.randperm(len(files), generator=generator)[:cap].tolist())]
-            images += [_load_square(path, params.size) for path in files]
-            labels += [label] * len(files)
-        loaded.append(ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes))
+    with progress_bar() as bar:
+        for split, cap in (("train", params.train_per_class), ("val", params.test_per_class)):
+            task = bar.add_task(f"read {split}/", total=len(classes), status="")
+            images, labels = [], []
+            for label, folder in enumerate(splits[split]):
+                files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise HelioError(f"{folder}: empty class folder (no image files)")
+                if cap is not None and len(files) > cap:
+                    files = [files[i] for i in sorted(torch.randperm(len(files), generator=generator)[:cap].tolist())]
+                images += [_load_square(path, params.size) for path in files]
+                labels += [label] * len(files)
+                bar.update(task, advance=1, status=folder.name)
+            loaded.append(ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes))
     return loaded[0], loaded[1]
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -67,23 +69,31 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Logits of uint8 images, in eval mode; restores the model's mode afterwards."""
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 500, on_batch: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """Logits of uint8 images, in eval mode (restored afterwards); `on_batch(n)` after each batch."""
     was_training = model.training
     model.eval()
-    logits = torch.cat([model(to_input(chunk)) for chunk in images.split(batch_size)])
+    logits = []
+    for chunk in images.split(batch_size):
+        logits.append(model(to_input(chunk)))
+        if on_batch is not None:
+            on_batch(len(chunk))
     model.train(was_training)
-    return logits
+    return torch.cat(logits)
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return (predict_logits(model, images).argmax(1) == labels).float().mean().item()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, on_batch: Callable[[int], None] | None = None
+) -> float:
+    return (predict_logits(model, images, on_batch=on_batch).argmax(1) == labels).float().mean().item()
 
 
 def train_trajectory(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, params: TeacherParams, generator: torch.Generator
 ):
-    """Train `model` in place; yield (epoch, mean loss) after each epoch."""
+    """Train `model` in place; yield (epoch, step, steps per epoch, loss) after every step."""
     epoch_images = params.epoch_images or len(labels)
     steps_per_epoch = math.ceil(epoch_images / params.batch_size)
     total_steps = params.epochs * steps_per_epoch
@@ -94,7 +104,6 @@ def train_trajectory(
     stream = ShuffledStream(len(labels), generator)
     model.train()
     for epoch in range(1, params.epochs + 1):
-        losses = []
         for step in range(steps_per_epoch):
             index = stream.take(min(params.batch_size, epoch_images - step * params.batch_size))
             batch = augment.random_crop(images[index].float() / 255, params.crop_padding, generator)
@@ -106,8 +115,7 @@ def train_trajectory(
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(loss.item())
-            yield epoch, step + 1, steps_per_epoch, losses[-1]
+            yield epoch, step + 1, steps_per_epoch, loss.item()
 
 
 def run_train_teachers(
@@ -139,7 +147,9 @@ def run_train_teachers(
             bar.update(task, completed=epoch - 1 + step / steps, status=f"epoch {epoch} loss {loss:.3f}")
             if step < steps or epoch not in teacher.keep:
                 continue
-            acc = accuracy(model, eval_images, eval_labels)
+            scoring = bar.add_task(f"score epoch {epoch}", total=eval_count, status="")
+            acc = accuracy(model, eval_images, eval_labels, partial(bar.advance, scoring))
+            bar.remove_task(scoring)
             kept[str(epoch)] = round(acc, 5)
             bar.console.print(f"epoch {epoch}: test accuracy {acc:.4f} on {eval_count} test images")
             metadata = {
@@ -150,9 +160,10 @@ def run_train_teachers(
                 "provenance": record,
             }
             models.save_checkpoint(paths.checkpoint(epoch, folder), model, spec, metadata)
-    last = max(teacher.keep)
-    last_model, _ = models.load_checkpoint(paths.checkpoint(last))
-    final_acc = accuracy(last_model.to(memory_format=torch.channels_last), test.images, test.labels)
+        last = max(teacher.keep)
+        last_model, _ = models.load_checkpoint(paths.checkpoint(last, folder))
+        scoring = bar.add_task(f"score epoch {last} on the full test split", total=len(test.labels), status="")
+        final_acc = accuracy(last_model, test.images, test.labels, partial(bar.advance, scoring))
     metrics = {
         "test_acc": kept,
         "test_images": eval_count,
