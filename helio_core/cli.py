@@ -6,14 +6,18 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+from torch.nn.utils import parametrize
 
 from helio_core import artifacts
 from helio_core.data import run_prepare
 from helio_core.errors import HelioError
 from helio_core.params import Params, load_params
+from helio_core.projector import Projector
+from helio_core.projector_fit import run_fit_projector
 from helio_core.selection import run_select_patches
 from helio_core.teachers import run_train_teachers
 
@@ -64,6 +68,52 @@ def select_patches(params: ParamsFile = Path("params.yaml"), set_: Overrides = N
     console.print(f"{report['images']} distilled images, observer epoch {report['observer_epoch']}")
 
 
+@app.command("fit-projector")
+def fit_projector(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Fit the projector's LoRA factors to the weak teachers and write artifacts/projector."""
+    metrics = _run(run_fit_projector, _params(params, set_))
+    after = metrics["after_lora"]
+    console.print(
+        f"projector {metrics['projector_bytes']:,} bytes: test accuracy {after['acc']:.4f}, "
+        f"agreement with the weak teachers {after['agreement']:.4f}"
+    )
+
+
+@app.command()
+def label(
+    projector_file: Annotated[Path, typer.Argument(help="a projector.safetensors")],
+    images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG, ...)")],
+    images_dir: Annotated[
+        Path | None, typer.Option(help="the distilled set the projector was made with (prototype heads)")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write .json or .safetensors")] = None,
+    temperature: Annotated[float, typer.Option(help="softmax temperature for the printed probabilities")] = 1.0,
+) -> None:
+    """Soft labels (logits and probabilities) for images from a shipped projector."""
+    try:
+        projector = Projector.load(projector_file, images_dir=images_dir)
+        classes = artifacts.read_metadata(projector_file)["classes"]
+        batch = [artifacts.read_png(path).float() / 255 for path in images]
+    except HelioError as error:
+        _fail(error)
+    with torch.inference_mode(), parametrize.cached():
+        logits = torch.cat([projector(image[None]) for image in batch])
+    probabilities = torch.softmax(logits / temperature, dim=-1)
+    rows = [
+        {"image": str(path), "logits": [round(v, 6) for v in row.tolist()], "top": classes[int(row.argmax())]}
+        for path, row in zip(images, logits, strict=True)
+    ]
+    if output is not None and output.suffix == ".safetensors":
+        artifacts.save_tensors(output, {"logits": logits}, {"kind": "soft-labels", "classes": classes,
+                                                             "images": [str(p) for p in images]})  # fmt: skip
+    elif output is not None:
+        artifacts.write_json(output, {"classes": classes, "labels": rows})
+    table = Table("image", "top class", "p(top)")
+    for row, probs in zip(rows, probabilities, strict=True):
+        table.add_row(row["image"], row["top"], f"{probs.max().item():.3f}")
+    console.print(table)
+
+
 @app.command()
 def info(
     path: Annotated[Path, typer.Argument(help="a .safetensors or .json artifact, or a folder holding labels.json")],
@@ -80,7 +130,7 @@ def info(
         _fail(error)
     if not isinstance(record, dict):
         _fail(HelioError(f"{path}: expected a JSON object"))
-    table = Table(title=str(path), show_header=False)
+    table = Table(title=f"{path} ({path.stat().st_size:,} bytes)", show_header=False)
     provenance = record.get("provenance", {})
     for key, value in record.items():
         if key not in ("provenance", "images"):

@@ -113,6 +113,59 @@ class SelectParams:
 
 
 @dataclass(frozen=True)
+class ProjectorParams:
+    """The projector and how it is fitted (paper Eq. 5)."""
+
+    backbone: str = "efficientnet_lite0"  # efficientnet_lite0 | open_clip:<model>/<pretrained> | torchvision:<name>
+    resolution: int | None = 64  # encoder input size (None: the backbone's native size)
+    features: Literal["multi", "final"] = "multi"  # efficientnet_lite0: pooled mid-level stages or the head
+    head_init: Literal["text", "prototypes", "random"] = "prototypes"
+    teachers: list[int] | None = None  # kept teacher epochs whose mean logits are the target (None: all kept)
+    train_images: int | None = 6000  # train-split images the projector is fitted on (None: all but val)
+    val_images: int = 1000  # held out from the train split: early stopping and reporting
+    test_images: int | None = 2000  # test images for the metrics (None: all)
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.002
+    weight_decay: float = 0.0
+    loss: Literal["mse", "kl"] = "mse"  # mse: Eq. 5 on logits; kl: temperature-scaled KL to the target
+    temperature: float = 4.0  # kl only
+    lambda_ce: float = 0.1  # weight of the hard-label cross-entropy (Eq. 5's lambda)
+    flip: bool = True  # also fit on mirrored images (their targets are the teachers' on the mirror)
+    logit_scale: float = 10.0  # initial s
+    dtype: Literal["fp16", "fp32"] = "fp16"  # storage precision of the LoRA tensors
+
+    def validate(self) -> None:
+        for key in ("val_images", "epochs", "batch_size"):
+            _positive(f"projector.{key}", getattr(self, key))
+        for key in ("resolution", "train_images", "test_images"):
+            if getattr(self, key) is not None:
+                _positive(f"projector.{key}", getattr(self, key))
+        for key in ("lr", "temperature", "logit_scale"):
+            if getattr(self, key) <= 0:
+                raise HelioError(f"projector.{key} must be > 0, got {getattr(self, key)}")
+        if self.lambda_ce < 0:
+            raise HelioError(f"projector.lambda_ce must be >= 0, got {self.lambda_ce}")
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    """Low-rank adaptation of the encoder (rank) and of the head (head_rank); 0 disables either."""
+
+    rank: int = 8
+    alpha: float = 8.0  # the update is scaled by alpha / rank
+    targets: str | list[str] = "all"  # "all" or module-name patterns (fnmatch), e.g. ["blocks.5.*"]
+    head_rank: int = 16
+
+    def validate(self) -> None:
+        for key in ("rank", "head_rank"):
+            if getattr(self, key) < 0:
+                raise HelioError(f"lora.{key} must be >= 0, got {getattr(self, key)}")
+        if isinstance(self.targets, str) and self.targets != "all":
+            raise HelioError(f"lora.targets must be 'all' or a list of module-name patterns, got {self.targets!r}")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -120,11 +173,18 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     teachers: TeacherParams = field(default_factory=TeacherParams)
     select: SelectParams = field(default_factory=SelectParams)
+    projector: ProjectorParams = field(default_factory=ProjectorParams)
+    lora: LoraParams = field(default_factory=LoraParams)
 
     def validate(self) -> None:
         self.data.validate()
         self.teachers.validate()
         self.select.validate()
+        self.projector.validate()
+        self.lora.validate()
+        missing = sorted(set(self.projector.teachers or []) - set(self.teachers.keep))
+        if missing:
+            raise HelioError(f"projector.teachers lists epochs {missing} that teachers.keep does not keep")
         if self.data.size % self.select.factor:
             raise HelioError(f"select.factor={self.select.factor} must divide data.size={self.data.size}")
 

@@ -9,7 +9,6 @@ image i taking crops i, i + ipc, i + 2 ipc, ... in row-major order.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,20 +20,11 @@ from torchvision.utils import make_grid
 
 from helio_core import artifacts, models
 from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.distilled import DistilledPaths
 from helio_core.errors import HelioError
 from helio_core.params import Params, SelectParams, as_dict
 from helio_core.progress import progress_bar
 from helio_core.teachers import TeacherPaths
-
-
-@dataclass(frozen=True)
-class DistilledPaths:
-    folder: Path = Path("artifacts/distilled")
-    grid: Path = Path("plots/distilled_grid.png")
-
-    @staticmethod
-    def image_name(label: int, index: int) -> str:
-        return f"images/{label}_{index}.png"
 
 
 def random_square_crops(image: torch.Tensor, count: int, out_size: int, scale: list[float]) -> torch.Tensor:

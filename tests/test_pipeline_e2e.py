@@ -26,7 +26,7 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     _run(root, "git", "config", "user.name", "helio ci")
     _run(root, sys.executable, "-m", "dvc", "init", "-q")
     log = _run(root, sys.executable, "-m", "dvc", "repro")
-    for stage in ("prepare", "train_teachers", "select_patches"):
+    for stage in ("prepare", "train_teachers", "select_patches", "fit_projector"):
         assert f"Running stage '{stage}'" in log
 
     pngs = sorted((root / "artifacts/distilled/images").glob("*.png"))
@@ -38,6 +38,8 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert (root / "plots/distilled_grid.png").is_file()
     metrics = json.loads((root / "metrics/teachers.json").read_text())
     assert metrics["last_test_acc_full"] > 0.5
+    projector = json.loads((root / "metrics/projector.json").read_text())
+    assert projector["projector_bytes"] == (root / "artifacts/projector/projector.safetensors").stat().st_size
 
     again = _run(root, sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again
@@ -45,6 +47,6 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "quick pipeline")
     experiment = _run(root, sys.executable, "-m", "dvc", "exp", "run", "-S", "select.ipc=1")
-    assert "Running stage 'select_patches'" in experiment
+    assert "Running stage 'select_patches'" in experiment and "Running stage 'fit_projector'" in experiment
     assert "Running stage 'train_teachers'" not in experiment and "Running stage 'prepare'" not in experiment
     assert len(list((root / "artifacts/distilled/images").glob("*.png"))) == 4

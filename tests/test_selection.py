@@ -3,9 +3,10 @@ import torch
 from torch import nn
 
 from helio_core.data import run_prepare
+from helio_core.distilled import DistilledPaths
 from helio_core.errors import HelioError
 from helio_core.params import load_params
-from helio_core.selection import DistilledPaths, distill_class, run_select_patches, select_lowest_ce, tile
+from helio_core.selection import distill_class, run_select_patches, select_lowest_ce, tile
 from helio_core.teachers import run_train_teachers
 from tests.conftest import REPO
 

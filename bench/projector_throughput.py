@@ -1,0 +1,66 @@
+"""Projector labelling throughput vs the plain backbone forward, on the same batch, in one run.
+
+    python bench/projector_throughput.py [--backbone efficientnet_lite0] [--resolution 64] [--batch 256]
+
+Prints images/s (median of the repeats) of: the frozen backbone alone; the projector (LoRA applied as a
+weight parametrization, recomputed per call); the projector under `parametrize.cached()` (how helio
+labels: the adapted weights are computed once per batch); and the ratios to the backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn.utils import parametrize
+
+from helio_core.backbones import create_backbone
+from helio_core.projector import ProjectorSpec, build_projector
+
+
+def images_per_second(run, batch: torch.Tensor, repeats: int) -> float:
+    with torch.inference_mode():
+        run(batch)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(batch)
+            times.append(time.perf_counter() - start)
+    return len(batch) / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--head-rank", type=int, default=16)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    batch = torch.rand(args.batch, 1, 32, 32)
+    spec = ProjectorSpec(args.backbone, args.resolution, "multi", "random", args.rank, 8.0, "all", args.head_rank)
+    projector = build_projector(spec, [f"class {i}" for i in range(10)]).eval()
+    for parameter in projector.trainable_parameters():
+        torch.nn.init.normal_(parameter, std=0.01)  # a trained-looking projector, not the identity
+    backbone = create_backbone(args.backbone, args.resolution, "multi").encoder
+
+    def cached(images: torch.Tensor) -> torch.Tensor:
+        with parametrize.cached():
+            return projector(images)
+
+    plain = images_per_second(backbone, batch, args.repeats)
+    adapted = images_per_second(projector, batch, args.repeats)
+    merged = images_per_second(cached, batch, args.repeats)
+    print(f"{args.backbone} at {args.resolution} px, batch {args.batch}, {torch.get_num_threads()} threads")
+    print(f"backbone forward            {plain:8.0f} img/s   1.00")
+    print(f"projector (per-call LoRA)   {adapted:8.0f} img/s   {adapted / plain:.2f}")
+    print(f"projector (cached weights)  {merged:8.0f} img/s   {merged / plain:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The distilled set on disk: lossless PNGs plus labels.json, written by `select_patches`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from helio_core import artifacts
+from helio_core.errors import HelioError
+
+
+@dataclass(frozen=True)
+class DistilledPaths:
+    folder: Path = Path("artifacts/distilled")
+    grid: Path = Path("plots/distilled_grid.png")
+
+    @staticmethod
+    def image_name(label: int, index: int) -> str:
+        return f"images/{label}_{index}.png"
+
+
+def load_distilled(paths: DistilledPaths, expected_classes_sha256: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distilled images (uint8, in labels.json order) and their labels, checked against the class list."""
+    labels_file = paths.folder / "labels.json"
+    record = artifacts.read_json(labels_file)
+    try:
+        entries, class_hash = record["images"], record["classes_sha256"]
+        files, labels = [paths.folder / e["file"] for e in entries], [int(e["label"]) for e in entries]
+    except (KeyError, TypeError, ValueError):
+        expected = "'images' entries with 'file' and 'label', and 'classes_sha256'"
+        raise HelioError(f"{labels_file}: expected {expected}") from None
+    if class_hash != expected_classes_sha256:
+        raise HelioError(f"{labels_file}: distilled images made for another class list")
+    present = len(list((paths.folder / "images").glob("*.png")))
+    if present != len(files):
+        raise HelioError(f"{labels_file}: lists {len(files)} images but {paths.folder / 'images'} holds {present} PNGs")
+    return torch.stack([artifacts.read_png(file) for file in files]), torch.tensor(labels, dtype=torch.int64)

@@ -1,0 +1,238 @@
+"""The projector: f(x) = s * normalize(E_I(x)) @ (W + dW)^T, a frozen encoder adapted by LoRA (paper 3.2-3.3).
+
+What is stored is only what cannot be recomputed: the encoder's LoRA factors, the head's update
+(LoRA factors, or the dense delta when that is smaller, as it is for few classes), the logit scale,
+and W itself only for head_init=random. W for head_init=text is rebuilt from the class names with the
+backbone's text tower; for head_init=prototypes from the distilled images (class means of the base
+encoder's normalised features), which whoever uses the projector has anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from helio_core import artifacts, lora
+from helio_core.backbones import Backbone, create_backbone
+from helio_core.distilled import DistilledPaths, load_distilled
+from helio_core.errors import HelioError
+
+HeadInit = Literal["text", "prototypes", "random"]
+HEAD_PREFIX = "head."
+
+
+@dataclass(frozen=True)
+class ProjectorSpec:
+    """Everything needed to rebuild a projector's structure (stored in the file's metadata)."""
+
+    backbone: str
+    resolution: int | None
+    features: str
+    head_init: HeadInit
+    rank: int
+    alpha: float
+    targets: str | list[str]
+    head_rank: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class DenseDelta(nn.Module):
+    """Parametrization W -> W + delta, for a head update stored densely."""
+
+    def __init__(self, delta: torch.Tensor) -> None:
+        super().__init__()
+        self.lora_dense = nn.Parameter(delta.clone(), requires_grad=False)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.lora_dense.to(weight.dtype)
+
+
+class Projector(nn.Module):
+    """Image-to-label projector over a frozen backbone. Takes images in [0, 1], returns logits."""
+
+    def __init__(self, backbone: Backbone, spec: ProjectorSpec, head_weight: torch.Tensor, logit_scale: float) -> None:
+        super().__init__()
+        self.backbone_info = backbone
+        self.spec = spec
+        self.encoder = backbone.encoder
+        if spec.rank > 0:
+            lora.add_lora(self.encoder.trunk, spec.rank, spec.alpha, spec.targets)
+        self.head = nn.Linear(backbone.feature_dim, head_weight.shape[0], bias=False)
+        self.head.weight.data.copy_(head_weight)
+        self.head.weight.requires_grad_(spec.head_init == "random")
+        if spec.head_rank > 0:
+            parametrize.register_parametrization(
+                self.head, "weight", lora.LowRankDelta(self.head.weight, spec.head_rank, spec.head_rank)
+            )
+        self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.encoder(images), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.exp() * self.head(self.features(images))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @classmethod
+    def load(cls, path: str | Path, images_dir: str | Path | None = None) -> Projector:
+        """A shipped projector, ready to label images in [0, 1]: ``Projector.load(file, images_dir=...)(batch)``.
+
+        `images_dir` is the distilled set (PNGs + labels.json); a prototype-initialised head is rebuilt from it.
+        """
+        images = labels = None
+        if images_dir is not None:
+            class_hash = artifacts.read_metadata(path).get("classes_sha256", "")
+            images, labels = load_distilled(DistilledPaths(Path(images_dir)), class_hash)
+        return load_projector(Path(path), images, labels)[0]
+
+
+def prototype_head(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Normalised class means of the (base) encoder's normalised features; images uint8 NCHW."""
+    with torch.inference_mode():
+        features = torch.cat([F.normalize(encoder(chunk.float() / 255), dim=-1) for chunk in images.split(256)])
+    if set(labels.tolist()) != set(range(num_classes)):
+        raise HelioError(f"prototype head needs images of all {num_classes} classes")
+    means = torch.stack([features[labels == c].mean(0) for c in range(num_classes)])
+    return F.normalize(means, dim=-1).clone()
+
+
+def initial_head(
+    backbone: Backbone,
+    head_init: HeadInit,
+    classes: list[str],
+    images: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    seed: int,
+) -> torch.Tensor:
+    """W before any update, (C, feature_dim) unit rows."""
+    if head_init == "text":
+        if backbone.text_head is None:
+            raise HelioError(f"projector.head_init=text needs a backbone with a text tower; {backbone.id} has none")
+        return backbone.text_head(classes)
+    if head_init == "prototypes":
+        if images is None or labels is None:
+            raise HelioError("projector.head_init=prototypes needs the distilled images")
+        return prototype_head(backbone.encoder, images, labels, len(classes))
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(len(classes), backbone.feature_dim, generator=generator), dim=-1)
+
+
+def build_projector(
+    spec: ProjectorSpec,
+    classes: list[str],
+    images: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    logit_scale: float = 10.0,
+    seed: int = 0,
+) -> Projector:
+    """A fresh (untrained) projector: base encoder + initial head, LoRA factors B = 0."""
+    backbone = create_backbone(spec.backbone, spec.resolution, spec.features)
+    head = initial_head(backbone, spec.head_init, classes, images, labels, seed)
+    torch.manual_seed(seed)
+    return Projector(backbone, spec, head, logit_scale)
+
+
+def stored_tensors(projector: Projector, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], str]:
+    """What the file holds, and the form of the head: 'merged' (random init: W + dW stored whole),
+    'dense' (dW stored whole, cheaper than its factors), 'lora' (dW's factors) or 'none' (no head update)."""
+    tensors = {f"encoder.{name}": t.to(dtype) for name, t in lora.lora_state(projector.encoder.trunk).items()}
+    classes, dim = projector.head.weight.shape
+    if projector.spec.head_init == "random":
+        tensors["head.weight"] = projector.head.weight.detach().to(dtype)
+        head_form = "merged"
+    elif projector.spec.head_rank == 0:
+        head_form = "none"
+    elif classes * dim < projector.spec.head_rank * (classes + dim):
+        delta = projector.head.parametrizations.weight[0]
+        tensors["head.delta"] = (delta.scale * (delta.lora_b @ delta.lora_a)).detach().to(dtype)
+        head_form = "dense"
+    else:
+        delta = projector.head.parametrizations.weight[0]
+        tensors["head.lora_a"] = delta.lora_a.detach().to(dtype)
+        tensors["head.lora_b"] = delta.lora_b.detach().to(dtype)
+        head_form = "lora"
+    tensors["logit_scale"] = projector.log_scale.detach().exp().reshape(1).float()
+    return tensors, head_form
+
+
+def save_projector(
+    path: Path, projector: Projector, classes: list[str], classes_sha256: str, extra: dict[str, Any], dtype: str
+) -> int:
+    """Write the projector file; return its size in bytes."""
+    tensors, head_form = stored_tensors(projector, torch.float16 if dtype == "fp16" else torch.float32)
+    metadata = {
+        "kind": "projector",
+        "format_version": artifacts.FORMAT_VERSION,
+        "spec": projector.spec.as_dict(),
+        "backbone_weights_sha256": projector.backbone_info.weights_sha256,
+        "feature_dim": projector.backbone_info.feature_dim,
+        "classes": classes,
+        "classes_sha256": classes_sha256,
+        "head_form": head_form,
+        "stored_parameters": sum(t.numel() for t in tensors.values()),
+        "dtype": dtype,
+        **extra,
+    }
+    artifacts.save_tensors(path, tensors, metadata)
+    return path.stat().st_size
+
+
+def load_projector(
+    path: Path,
+    images: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    expected_classes_sha256: str | None = None,
+) -> tuple[Projector, dict[str, Any]]:
+    """Rebuild a projector from its file, checking format, class list and backbone weights."""
+    tensors, metadata = artifacts.load_tensors(path)
+    if metadata.get("kind") != "projector":
+        raise HelioError(f"{path}: not a projector file (kind={metadata.get('kind')!r})")
+    if metadata.get("format_version") != artifacts.FORMAT_VERSION:
+        raise HelioError(
+            f"{path}: helio format version {metadata.get('format_version')}, "
+            f"this helio reads version {artifacts.FORMAT_VERSION}"
+        )
+    if expected_classes_sha256 is not None and metadata["classes_sha256"] != expected_classes_sha256:
+        raise HelioError(
+            f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…, "
+            f"expected {expected_classes_sha256[:12]}…)"
+        )
+    spec = ProjectorSpec(**metadata["spec"])
+    backbone = create_backbone(spec.backbone, spec.resolution, spec.features)
+    if backbone.weights_sha256 != metadata["backbone_weights_sha256"]:
+        raise HelioError(
+            f"{path}: made for other {spec.backbone} weights (sha256 {metadata['backbone_weights_sha256'][:12]}…, "
+            f"these are {backbone.weights_sha256[:12]}…)"
+        )
+    if metadata["head_form"] == "merged":
+        head = tensors["head.weight"].float()
+    else:
+        if spec.head_init == "prototypes" and images is not None:
+            digest = artifacts.sha256_bytes(images.numpy().tobytes())
+            if digest != metadata.get("prototype_images_sha256"):
+                raise HelioError(f"{path}: these images are not the ones its prototype head was made from")
+        head = initial_head(backbone, spec.head_init, metadata["classes"], images, labels, 0)
+    scale = float(tensors["logit_scale"][0])
+    structure = spec if metadata["head_form"] == "lora" else ProjectorSpec(**{**spec.as_dict(), "head_rank": 0})
+    projector = Projector(backbone, structure, head, scale)
+    projector.spec = spec
+    encoder_state = {k.removeprefix("encoder."): v.float() for k, v in tensors.items() if k.startswith("encoder.")}
+    lora.load_lora_state(projector.encoder.trunk, encoder_state, str(path))
+    if metadata["head_form"] == "dense":
+        parametrize.register_parametrization(projector.head, "weight", DenseDelta(tensors["head.delta"].float()))
+    elif metadata["head_form"] == "lora":
+        delta = projector.head.parametrizations.weight[0]
+        delta.lora_a.data.copy_(tensors["head.lora_a"].float())
+        delta.lora_b.data.copy_(tensors["head.lora_b"].float())
+    return projector.eval(), metadata

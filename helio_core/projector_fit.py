@@ -1,0 +1,235 @@
+"""Stage `fit_projector`: fit the projector's LoRA factors to the weak teachers (paper Eq. 5).
+
+Loss: MSE(f(X), Y') + lambda * CE(f(X), Y), with Y' the mean logits of the kept weak teachers on the
+same images (or, with projector.loss=kl, a temperature-scaled KL to softmax(Y'/T)). The teachers'
+mean logits are computed once per image and view (identity and mirror) and reused every epoch:
+running nine ResNet-18s per batch would cost far more than the projector itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from helio_core import artifacts, models
+from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.distilled import DistilledPaths, load_distilled
+from helio_core.errors import HelioError
+from helio_core.params import Params, ProjectorParams, as_dict
+from helio_core.progress import progress_bar
+from helio_core.projector import Projector, ProjectorSpec, build_projector, load_projector, save_projector
+from helio_core.teachers import TeacherPaths, lr_factor, predict_logits
+
+
+@dataclass(frozen=True)
+class ProjectorPaths:
+    file: Path = Path("artifacts/projector/projector.safetensors")
+    metrics: Path = Path("metrics/projector.json")
+
+
+def projector_loss(
+    logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, params: ProjectorParams
+) -> torch.Tensor:
+    """Eq. 5: MSE to the target logits (or KL at temperature T) plus lambda * CE to the hard labels."""
+    if params.loss == "mse":
+        soft = F.mse_loss(logits, target)
+    else:
+        t = params.temperature
+        log_p, log_q = F.log_softmax(logits / t, -1), F.log_softmax(target / t, -1)
+        soft = t * t * F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+    return soft + params.lambda_ce * F.cross_entropy(logits, labels)
+
+
+def mean_teacher_logits(
+    teachers: list[nn.Module], images: torch.Tensor, on_batch=None, mirrored: bool = False
+) -> torch.Tensor:
+    """Mean logits of the teachers on uint8 images (mirrored left-right when asked)."""
+    views = images.flip(-1) if mirrored else images
+    total = sum(predict_logits(teacher, views, on_batch=on_batch) for teacher in teachers)
+    return total / len(teachers)
+
+
+def agreement_metrics(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Classifier accuracy, top-1 agreement and logit MSE of the projector against the teachers' mean."""
+    return {
+        "acc": round((logits.argmax(1) == labels).float().mean().item(), 5),
+        "teacher_acc": round((target.argmax(1) == labels).float().mean().item(), 5),
+        "agreement": round((logits.argmax(1) == target.argmax(1)).float().mean().item(), 5),
+        "mse": round(F.mse_loss(logits, target).item(), 5),
+    }
+
+
+@torch.inference_mode()
+def project(projector: Projector, images: torch.Tensor, batch_size: int = 256, on_batch=None) -> torch.Tensor:
+    """Projector logits of uint8 images (adapted weights computed once, not per batch)."""
+    projector.eval()
+    out = []
+    with parametrize.cached():
+        for chunk in images.split(batch_size):
+            out.append(projector(chunk.float() / 255))
+            if on_batch is not None:
+                on_batch(len(chunk))
+    return torch.cat(out)
+
+
+def fit(
+    projector: Projector,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    params: ProjectorParams,
+    generator: torch.Generator,
+    bar,
+) -> list[dict[str, float]]:
+    """Train the trainable tensors; keep the state of the epoch with the lowest validation loss.
+
+    `targets` is (N, views, C): view 0 the image, view 1 its mirror when params.flip.
+    """
+    trainable = projector.trainable_parameters()
+    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = math.ceil(len(labels) / params.batch_size)
+    total = params.epochs * steps_per_epoch
+    warmup = partial(lr_factor, total_steps=total, warmup_steps=total // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
+    val_images, val_labels, val_targets = val
+    best, history = (math.inf, None), []
+    task = bar.add_task("fit projector", total=params.epochs, status="")
+    for epoch in range(1, params.epochs + 1):
+        projector.train()
+        order = torch.randperm(len(labels), generator=generator)
+        for step, index in enumerate(order.split(params.batch_size)):
+            batch = images[index].float() / 255
+            view = torch.zeros(len(index), dtype=torch.int64)
+            if params.flip:
+                view = torch.randint(0, 2, (len(index),), generator=generator)
+                batch = torch.where(view.view(-1, 1, 1, 1) == 1, batch.flip(-1), batch)
+            loss = projector_loss(projector(batch), targets[index, view], labels[index], params)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update(task, completed=epoch - 1 + (step + 1) / steps_per_epoch, status=f"loss {loss.item():.4f}")
+        val_logits = project(projector, val_images)
+        val_loss = projector_loss(val_logits, val_targets, val_labels, params).item()
+        scores = agreement_metrics(val_logits, val_targets, val_labels)
+        history.append({"epoch": epoch, "val_loss": round(val_loss, 5), **scores})
+        bar.console.print(f"projector epoch {epoch}: {history[-1]}")
+        if val_loss < best[0]:
+            best = (val_loss, {k: v.detach().clone() for k, v in projector.state_dict().items()})
+    projector.load_state_dict(best[1])
+    return history
+
+
+def run_fit_projector(
+    params: Params,
+    paths: ProjectorPaths = ProjectorPaths(),
+    distilled_paths: DistilledPaths = DistilledPaths(),
+    teacher_paths: TeacherPaths = TeacherPaths(),
+    data_paths: DataPaths = DataPaths(),
+) -> dict:
+    """Fit the projector, write it, then measure the written file against the weak teachers on the test split."""
+    started = time.perf_counter()
+    config, lora_config = params.projector, params.lora
+    classes, class_hash = load_classes(data_paths.classes)
+    train, _ = load_split(data_paths.train, class_hash)
+    test, _ = load_split(data_paths.test, class_hash)
+    distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
+    teacher_files = teacher_checkpoints(teacher_paths, config.teachers)
+    teachers = []
+    for file in teacher_files:
+        teacher, metadata = models.load_checkpoint(file)
+        if metadata.get("classes_sha256") != class_hash:
+            raise HelioError(f"{file}: teacher made for another class list than {data_paths.classes}")
+        teachers.append(teacher.to(memory_format=torch.channels_last))
+
+    generator = torch.Generator().manual_seed(params.seed)
+    order = torch.randperm(len(train.labels), generator=generator)
+    if config.val_images + (config.train_images or 1) > len(order):
+        raise HelioError(
+            f"projector.train_images + projector.val_images exceed the {len(order)} images of {data_paths.train}"
+        )
+    val_index = order[: config.val_images]
+    fit_index = order[config.val_images :][: config.train_images]
+    test_index = torch.randperm(len(test.labels), generator=generator)[: config.test_images or len(test.labels)]
+    fit_images, fit_labels = train.images[fit_index], train.labels[fit_index]
+    val_images, val_labels = train.images[val_index], train.labels[val_index]
+    test_images, test_labels = test.images[test_index], test.labels[test_index]
+
+    with progress_bar() as bar:
+        views = 2 if config.flip else 1
+        task = bar.add_task(
+            f"mean logits of {len(teachers)} teachers",
+            total=len(teachers) * (views * len(fit_index) + len(val_index) + len(test_index)),
+            status="",
+        )
+        tick = partial(bar.advance, task)
+        fit_targets = torch.stack(
+            [mean_teacher_logits(teachers, fit_images, tick, mirrored=bool(v)) for v in range(views)], dim=1
+        )
+        val_targets = mean_teacher_logits(teachers, val_images, tick)
+        test_targets = mean_teacher_logits(teachers, test_images, tick)
+
+        spec = ProjectorSpec(
+            config.backbone, config.resolution, config.features, config.head_init,
+            lora_config.rank, lora_config.alpha, lora_config.targets, lora_config.head_rank,
+        )  # fmt: skip
+        torch.manual_seed(params.seed)
+        projector = build_projector(spec, classes, distilled_images, distilled_labels, config.logit_scale, params.seed)
+        before = agreement_metrics(project(projector, test_images), test_targets, test_labels)
+        bar.console.print(f"projector before fitting (head init only): {before}")
+        val = (val_images, val_labels, val_targets)
+        history = fit(projector, fit_images, fit_labels, fit_targets, val, config, generator, bar)
+
+    record = artifacts.provenance(
+        "fit_projector",
+        {"seed": params.seed, "projector": as_dict(config), "lora": as_dict(lora_config)},
+        {"train": data_paths.train, "distilled": distilled_paths.folder, **{f.stem: f for f in teacher_files}},
+    )
+    extra = {
+        "teacher_epochs": [int(f.stem.split("_")[1]) for f in teacher_files],
+        "prototype_images_sha256": artifacts.sha256_bytes(distilled_images.numpy().tobytes()),
+        "provenance": record,
+    }
+    with artifacts.atomic_path(paths.file.parent) as folder:
+        folder.mkdir()
+        size = save_projector(folder / paths.file.name, projector, classes, class_hash, extra, config.dtype)
+    shipped, metadata = load_projector(paths.file, distilled_images, distilled_labels, class_hash)
+    after = agreement_metrics(project(shipped, test_images), test_targets, test_labels)
+    teacher_bytes = teacher_files[-1].stat().st_size
+    metrics = {
+        "test_images": len(test_index),
+        "before_lora": before,
+        "after_lora": after,
+        "history": history,
+        "stored_parameters": metadata["stored_parameters"],
+        "head_form": metadata["head_form"],
+        "projector_bytes": size,
+        "teacher_checkpoint_bytes": teacher_bytes,
+        "teacher_to_projector_ratio": round(teacher_bytes / size, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    artifacts.write_json(paths.metrics, metrics)
+    return metrics
+
+
+def teacher_checkpoints(teacher_paths: TeacherPaths, epochs: list[int] | None) -> list[Path]:
+    """The checkpoints of the chosen kept epochs (all kept when None), in epoch order."""
+    if epochs is None:
+        files = sorted(teacher_paths.folder.glob("epoch_*.safetensors"))
+        if not files:
+            raise HelioError(f"{teacher_paths.folder}: no teacher checkpoints (run `dvc repro train_teachers`)")
+        return files
+    files = [teacher_paths.checkpoint(epoch) for epoch in sorted(epochs)]
+    for file in files:
+        if not file.is_file():
+            raise HelioError(f"projector.teachers: {file} not found (is its epoch in teachers.keep?)")
+    return files

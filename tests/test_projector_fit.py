@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from helio_core import Projector, artifacts
+from helio_core.cli import app
+from helio_core.data import run_prepare
+from helio_core.errors import HelioError
+from helio_core.params import load_params
+from helio_core.projector_fit import ProjectorPaths, mean_teacher_logits, projector_loss, run_fit_projector
+from helio_core.selection import run_select_patches
+from helio_core.teachers import run_train_teachers
+from tests.conftest import REPO
+
+
+def test_eq5_loss_is_mse_plus_lambda_ce_and_kl_is_temperature_scaled():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    mse = load_params(REPO / "params.yaml", ["projector.lambda_ce=0.5"]).projector
+    expected = ((logits - target) ** 2).mean() + 0.5 * F.cross_entropy(logits, labels)
+    torch.testing.assert_close(projector_loss(logits, target, labels, mse), expected)
+    kl = load_params(REPO / "params.yaml", ["projector.loss=kl", "projector.temperature=2", "projector.lambda_ce=0"])
+    p_target = F.softmax(target / 2, -1)
+    expected_kl = 4 * (p_target * (p_target.log() - F.log_softmax(logits / 2, -1))).sum(-1).mean()
+    torch.testing.assert_close(projector_loss(logits, target, labels, kl.projector), expected_kl)
+
+
+def test_mean_teacher_logits_average_and_mirror():
+    class Column(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, x):  # logit 0: mean of the left column; logit 1: constant
+            return torch.stack([x[:, 0, :, 0].mean(-1) * self.scale, torch.ones(len(x))], dim=1)
+
+    images = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    images[..., 0] = 255
+    teachers = [Column(1.0), Column(3.0)]
+    assert mean_teacher_logits(teachers, images).tolist() == [[2.0, 1.0]]
+    assert mean_teacher_logits(teachers, images, mirrored=True).tolist() == [[0.0, 1.0]]
+
+
+@pytest.fixture
+def fitted(workdir):
+    params = load_params(REPO / "presets" / "quick.yaml")
+    run_prepare(params)
+    run_train_teachers(params)
+    run_select_patches(params)
+    return params, run_fit_projector(params)
+
+
+def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted):
+    params, metrics = fitted
+    file = ProjectorPaths().file
+    assert metrics["projector_bytes"] == file.stat().st_size < 3_000_000
+    assert metrics["teacher_to_projector_ratio"] >= 10
+    assert set(metrics["after_lora"]) == {"acc", "teacher_acc", "agreement", "mse"}
+    assert len(metrics["history"]) == params.projector.epochs
+    _, metadata = artifacts.load_tensors(file)
+    assert metadata["teacher_epochs"] == [1, 2, 3, 4] and metadata["spec"]["head_init"] == "prototypes"
+    assert metadata["provenance"]["params"]["lora"]["rank"] == 2
+
+    projector = Projector.load(file, images_dir="artifacts/distilled")
+    image_file = "artifacts/distilled/images/1_0.png"
+    with torch.inference_mode():
+        expected = projector(artifacts.read_png(image_file)[None].float() / 255)[0]
+    result = CliRunner().invoke(
+        app, ["label", str(file), image_file, "--images-dir", "artifacts/distilled", "-o", "labels.json"]
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads(open("labels.json").read())["labels"][0]["logits"]
+    assert written == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_prototype_projector_without_its_images_is_refused(fitted):
+    with pytest.raises(HelioError, match="head_init=prototypes needs the distilled images"):
+        Projector.load(ProjectorPaths().file)
+
+
+def test_unkept_teacher_epoch_is_refused():
+    with pytest.raises(HelioError, match=r"projector.teachers lists epochs \[7\] that teachers.keep does not keep"):
+        load_params(REPO / "presets" / "quick.yaml", ["projector.teachers=[1, 7]"])
