@@ -81,6 +81,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield staged
         if not staged.exists():
             raise RuntimeError(f"nothing was written to {staged}")
+        if staged.is_file():
+            staged.chmod(0o644)  # some writers (safetensors) create 0600 files; artifacts are shared
         if target.is_dir() and not target.is_symlink():
             retired = temporary / (target.name + ".old")
             os.replace(target, retired)

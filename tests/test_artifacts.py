@@ -11,6 +11,7 @@ def test_tensors_round_trip_with_metadata(tmp_path):
     tensors, metadata = artifacts.load_tensors(path)
     assert torch.equal(tensors["a"], torch.arange(6).view(2, 3)) and metadata == {"kind": "test", "n": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_truncated_and_foreign_files_raise_helio_errors(tmp_path):

@@ -151,7 +151,17 @@ def test_rn50_conv_lora_count_matches_the_formula():
     names = lora.add_lora(backbone.encoder.trunk, rank=8, alpha=8, targets=["*conv*", "*downsample.0"])
     assert len(names) == 55
     assert sum(t.numel() for t in lora.lora_state(backbone.encoder.trunk).values()) == 639_704
-    assert 639_704 * 2 < 3_000_000  # fp16 bytes of the encoder's LoRA
+
+
+def test_rn50_projector_file_is_under_3_mb(tmp_path):
+    classes = [f"class {i}" for i in range(10)]
+    spec = ProjectorSpec("open_clip:RN50", None, "final", "random", 8, 8.0, "all", 16)
+    projector = build_projector(spec, classes)
+    size = save_projector(tmp_path / "rn50.safetensors", projector, classes, artifacts.sha256_json(classes), {}, "fp16")
+    _, metadata = artifacts.load_tensors(tmp_path / "rn50.safetensors")
+    # 639,704 conv + 122,880 attention-pool linear LoRA numbers, the stored 10 x 1024 head, the scale
+    assert metadata["stored_parameters"] == 639_704 + 122_880 + 10 * 1024 + 1
+    assert size < 3_000_000
 
 
 def test_offline_pretrained_tag_fails_with_a_hint(monkeypatch):
