@@ -7,12 +7,13 @@ from typer.testing import CliRunner
 
 from helio_core import Projector, artifacts
 from helio_core.cli import app
-from helio_core.data import run_prepare
+from helio_core.data import DataPaths, run_prepare
+from helio_core.distilled import DistilledPaths
 from helio_core.errors import HelioError
 from helio_core.params import load_params
 from helio_core.projector_fit import ProjectorPaths, mean_teacher_logits, projector_loss, run_fit_projector
 from helio_core.selection import run_select_patches
-from helio_core.teachers import run_train_teachers
+from helio_core.teachers import TeacherPaths, run_train_teachers
 from tests.conftest import REPO
 
 
@@ -45,18 +46,24 @@ def test_mean_teacher_logits_average_and_mirror():
     assert mean_teacher_logits(teachers, images, mirrored=True).tolist() == [[0.0, 1.0]]
 
 
-@pytest.fixture
-def fitted(workdir):
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """The quick pipeline up to the projector, once for this module, in its own folder."""
+    root = tmp_path_factory.mktemp("fitted")
     params = load_params(REPO / "presets" / "quick.yaml")
-    run_prepare(params)
-    run_train_teachers(params)
-    run_select_patches(params)
-    return params, run_fit_projector(params)
+    data = DataPaths(root / "data")
+    teachers = TeacherPaths(root / "teachers", root / "teachers.json")
+    distilled = DistilledPaths(root / "distilled", root / "grid.png")
+    projector = ProjectorPaths(root / "projector" / "projector.safetensors", root / "projector.json")
+    run_prepare(params, data)
+    run_train_teachers(params, teachers, data)
+    run_select_patches(params, distilled, teachers, data)
+    return params, run_fit_projector(params, projector, distilled, teachers, data), projector, distilled
 
 
-def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted):
-    params, metrics = fitted
-    file = ProjectorPaths().file
+def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted, workdir):
+    params, metrics, paths, distilled = fitted
+    file = paths.file
     assert metrics["projector_bytes"] == file.stat().st_size < 3_000_000
     assert metrics["teacher_to_projector_ratio"] >= 10
     assert set(metrics["after_lora"]) == {"acc", "teacher_acc", "agreement", "mse"}
@@ -65,12 +72,12 @@ def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted):
     assert metadata["teacher_epochs"] == [1, 2, 3, 4] and metadata["spec"]["head_init"] == "prototypes"
     assert metadata["provenance"]["params"]["lora"]["rank"] == 2
 
-    projector = Projector.load(file, images_dir="artifacts/distilled")
-    image_file = "artifacts/distilled/images/1_0.png"
+    projector = Projector.load(file, images_dir=distilled.folder)
+    image_file = str(distilled.folder / "images" / "1_0.png")
     with torch.inference_mode():
         expected = projector(artifacts.read_png(image_file)[None].float() / 255)[0]
     result = CliRunner().invoke(
-        app, ["label", str(file), image_file, "--images-dir", "artifacts/distilled", "-o", "labels.json"]
+        app, ["label", str(file), image_file, "--images-dir", str(distilled.folder), "-o", "labels.json"]
     )
     assert result.exit_code == 0, result.output
     written = json.loads(open("labels.json").read())["labels"][0]["logits"]
@@ -79,7 +86,7 @@ def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted):
 
 def test_prototype_projector_without_its_images_is_refused(fitted):
     with pytest.raises(HelioError, match="head_init=prototypes needs the distilled images"):
-        Projector.load(ProjectorPaths().file)
+        Projector.load(fitted[2].file)
 
 
 def test_unkept_teacher_epoch_is_refused():
