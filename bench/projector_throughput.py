@@ -20,15 +20,18 @@ from helio_core.backbones import create_backbone
 from helio_core.projector import ProjectorSpec, build_projector
 
 
-def images_per_second(run, batch: torch.Tensor, repeats: int) -> float:
+def images_per_second(runs: dict, batch: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median images/s of each callable, timed in turn (A B C A B C ...) so that drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     with torch.inference_mode():
-        run(batch)  # warm-up
-        times = []
+        for run in runs.values():
+            run(batch)  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            run(batch)
-            times.append(time.perf_counter() - start)
-    return len(batch) / statistics.median(times)
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run(batch)
+                times[name].append(time.perf_counter() - start)
+    return {name: len(batch) / statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -53,9 +56,8 @@ def main() -> None:
         with parametrize.cached():
             return projector(images)
 
-    plain = images_per_second(backbone, batch, args.repeats)
-    adapted = images_per_second(projector, batch, args.repeats)
-    merged = images_per_second(cached, batch, args.repeats)
+    speed = images_per_second({"plain": backbone, "adapted": projector, "cached": cached}, batch, args.repeats)
+    plain, adapted, merged = speed["plain"], speed["adapted"], speed["cached"]
     print(f"{args.backbone} at {args.resolution} px, batch {args.batch}, {torch.get_num_threads()} threads")
     print(f"backbone forward            {plain:8.0f} img/s   1.00")
     print(f"projector (per-call LoRA)   {adapted:8.0f} img/s   {adapted / plain:.2f}")
