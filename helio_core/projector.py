@@ -25,7 +25,6 @@ from helio_core.distilled import DistilledPaths, load_distilled
 from helio_core.errors import HelioError
 
 HeadInit = Literal["text", "prototypes", "random"]
-HEAD_PREFIX = "head."
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,11 @@ class Projector(nn.Module):
             class_hash = artifacts.read_metadata(path).get("classes_sha256", "")
             images, labels = load_distilled(DistilledPaths(Path(images_dir)), class_hash)
         return load_projector(Path(path), images, labels)[0]
+
+
+def images_sha256(images: torch.Tensor) -> str:
+    """Hash of the uint8 images a prototype head is made from, recorded in and checked against the file."""
+    return artifacts.sha256_bytes(images.contiguous().numpy().tobytes())
 
 
 def prototype_head(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -219,8 +223,7 @@ def load_projector(
         head = tensors["head.weight"].float()
     else:
         if spec.head_init == "prototypes" and images is not None:
-            digest = artifacts.sha256_bytes(images.numpy().tobytes())
-            if digest != metadata.get("prototype_images_sha256"):
+            if images_sha256(images) != metadata.get("prototype_images_sha256"):
                 raise HelioError(f"{path}: these images are not the ones its prototype head was made from")
         head = initial_head(backbone, spec.head_init, metadata["classes"], images, labels, 0)
     scale = float(tensors["logit_scale"][0])

@@ -25,7 +25,14 @@ from helio_core.distilled import DistilledPaths, load_distilled
 from helio_core.errors import HelioError
 from helio_core.params import Params, ProjectorParams, as_dict
 from helio_core.progress import progress_bar
-from helio_core.projector import Projector, ProjectorSpec, build_projector, load_projector, save_projector
+from helio_core.projector import (
+    Projector,
+    ProjectorSpec,
+    build_projector,
+    images_sha256,
+    load_projector,
+    save_projector,
+)
 from helio_core.teachers import TeacherPaths, lr_factor, predict_logits
 
 
@@ -196,7 +203,7 @@ def run_fit_projector(
     )
     extra = {
         "teacher_epochs": [int(f.stem.split("_")[1]) for f in teacher_files],
-        "prototype_images_sha256": artifacts.sha256_bytes(distilled_images.numpy().tobytes()),
+        "prototype_images_sha256": images_sha256(distilled_images),
         "provenance": record,
     }
     with artifacts.atomic_path(paths.file.parent) as folder:

@@ -11,7 +11,7 @@ from torch import nn
 from helio_core import artifacts, lora
 from helio_core.backbones import create_backbone
 from helio_core.errors import HelioError
-from helio_core.projector import ProjectorSpec, build_projector, load_projector, save_projector
+from helio_core.projector import ProjectorSpec, build_projector, images_sha256, load_projector, save_projector
 from tests.conftest import REPO
 
 CLASSES = ["cat", "dog", "ant"]
@@ -124,7 +124,7 @@ def test_prototype_head_is_recomputed_from_the_images_on_load(checkpoint, tmp_pa
     projector = build_projector(_spec(checkpoint, "prototypes"), CLASSES, images, labels).eval()
     _train_a_little(projector)
     path = tmp_path / "p.safetensors"
-    extra = {"prototype_images_sha256": artifacts.sha256_bytes(images.numpy().tobytes())}
+    extra = {"prototype_images_sha256": images_sha256(images)}
     save_projector(path, projector, CLASSES, artifacts.sha256_json(CLASSES), extra, "fp32")
     stored, _ = artifacts.load_tensors(path)
     assert not any(name.startswith("head.weight") for name in stored)  # the prototypes are not stored
