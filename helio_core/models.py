@@ -17,8 +17,6 @@ from torch import nn
 from helio_core import artifacts
 from helio_core.errors import HelioError
 
-LOW_RESOLUTION_MAX = 64  # inputs up to this size get the CIFAR-style stem
-
 _REGISTRY: dict[str, Callable[[int, int, int], nn.Module]] = {}
 
 
@@ -60,13 +58,23 @@ def create_model(
 
 @register("resnet18")
 def resnet18(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision ResNet-18; up to 64 px the CIFAR variant (3x3 stride-1 stem, no max-pool)."""
+    """torchvision ResNet-18 as published (7x7 stride-2 stem + max-pool) at any resolution.
+
+    At 28 px its last stage sees 1x1; it trains ~10x faster than the CIFAR variant on the CPU
+    (788 vs 76 images/s at 28 vs 32 px on 2 cores), which is what fits the default's time budget.
+    """
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
-    if image_size <= LOW_RESOLUTION_MAX:
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-    elif in_channels != 3:
+    if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return net
+
+
+@register("resnet18_cifar")
+def resnet18_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """ResNet-18 for low-resolution inputs as in RDED/SRe2L on CIFAR: 3x3 stride-1 stem, no max-pool."""
+    net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
     return net
 
 

@@ -6,8 +6,8 @@ from helio_core import models
 from helio_core.errors import HelioError
 
 
-def test_low_resolution_resnet18_has_cifar_stem_and_keeps_resolution():
-    model = models.create_model("resnet18", 10, 1, 32, [0.5], [0.25])
+def test_cifar_resnet18_has_cifar_stem_and_keeps_resolution():
+    model = models.create_model("resnet18_cifar", 10, 1, 32, [0.5], [0.25])
     net = model.net
     assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.in_channels == 1
     assert isinstance(net.maxpool, nn.Identity)
@@ -18,11 +18,13 @@ def test_low_resolution_resnet18_has_cifar_stem_and_keeps_resolution():
     assert model(x).shape == (2, 10)
 
 
-def test_high_resolution_resnet18_keeps_imagenet_stem():
+def test_resnet18_keeps_imagenet_stem_at_any_resolution():
     net = models.create_model("resnet18", 100, 3, 224, [0.4] * 3, [0.2] * 3).net
     assert net.conv1.kernel_size == (7, 7) and net.conv1.stride == (2, 2)
     assert isinstance(net.maxpool, nn.MaxPool2d)
-    assert models.create_model("resnet18", 5, 1, 65, [0.4], [0.2]).net.conv1.stride == (2, 2)
+    small = models.create_model("resnet18", 10, 1, 28, [0.4], [0.2])
+    assert small.net.conv1.stride == (2, 2) and small.net.conv1.in_channels == 1
+    assert small(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_unknown_architecture_is_named():
