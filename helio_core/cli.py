@@ -18,7 +18,9 @@ from helio_core.errors import HelioError
 from helio_core.params import Params, load_params
 from helio_core.projector import Projector
 from helio_core.projector_fit import run_fit_projector
+from helio_core.refine import run_refine_images
 from helio_core.selection import run_select_patches
+from helio_core.student import format_table, run_evaluate_students
 from helio_core.teachers import run_train_teachers
 
 app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -51,7 +53,10 @@ def _run(stage, params: Params) -> dict:
 def prepare(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
     """Load the data set named by data.name and write artifacts/data."""
     report = _run(run_prepare, _params(params, set_))
-    console.print(f"prepared {report['train']} train / {report['test']} test images, {report['classes']} classes")
+    console.print(
+        f"prepared {report['train']} train / {report['val']} val / {report['test']} test images, "
+        f"{report['classes']} classes"
+    )
 
 
 @app.command("train-teachers")
@@ -77,6 +82,20 @@ def fit_projector(params: ParamsFile = Path("params.yaml"), set_: Overrides = No
         f"projector {metrics['projector_bytes']:,} bytes: test accuracy {after['acc']:.4f}, "
         f"agreement with the weak teachers {after['agreement']:.4f}"
     )
+
+
+@app.command("refine-images")
+def refine_images(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Refine the distilled images through the adapted encoder (Eq. 7) and write artifacts/refined."""
+    metrics = _run(run_refine_images, _params(params, set_))
+    before, after = metrics["before"]["agreement"], metrics["after"]["agreement"]
+    console.print(f"projector/teacher agreement on the distilled images {before:.4f} -> {after:.4f}")
+
+
+@app.command("evaluate-students")
+def evaluate_students(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
+    """Train students per label mode and seed on the refined images; write metrics/students.json."""
+    console.print(format_table(_run(run_evaluate_students, _params(params, set_))), highlight=False)
 
 
 @app.command()
@@ -150,3 +169,7 @@ def info(
 def _short(value: object, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+if __name__ == "__main__":
+    app()

@@ -48,6 +48,10 @@ class DataPaths:
         return self.folder / "train.safetensors"
 
     @property
+    def val(self) -> Path:
+        return self.folder / "val.safetensors"
+
+    @property
     def test(self) -> Path:
         return self.folder / "test.safetensors"
 
@@ -93,6 +97,18 @@ def cap_per_class(split: ImageSet, cap: int | None, generator: torch.Generator) 
     return ImageSet(split.images[index], split.labels[index], split.classes)
 
 
+def split_off(split: ImageSet, count: int, generator: torch.Generator) -> tuple[ImageSet, ImageSet]:
+    """A seeded random `count` images held out of `split` (for choices that must not see the test set)."""
+    if count >= len(split.labels):
+        raise HelioError(f"data.val_images={count} must be smaller than the {len(split.labels)} train images")
+    order = torch.randperm(len(split.labels), generator=generator)
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    return (
+        ImageSet(split.images[kept], split.labels[kept], split.classes),
+        ImageSet(split.images[held], split.labels[held], split.classes),
+    )
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
     values = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
@@ -100,18 +116,21 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def run_prepare(params: Params, paths: DataPaths = DataPaths()) -> dict:
-    """Stage `prepare`: load the source, resize, write train/test safetensors and classes.json."""
+    """Stage `prepare`: load the source, resize, hold out a validation split of train, write
+    train/val/test safetensors and classes.json."""
     data = params.data
     train, test = load_source(data, params.seed)
     train = ImageSet(resize(train.images, data.size), train.labels, train.classes)
     test = ImageSet(resize(test.images, data.size), test.labels, test.classes)
+    train, val = split_off(train, data.val_images, torch.Generator().manual_seed(params.seed))
     mean, std = channel_stats(train.images)
     class_hash = classes_sha256(train.classes)
     record = artifacts.provenance("prepare", {"seed": params.seed, "data": as_dict(data)}, {})
     with artifacts.atomic_path(paths.folder) as folder:
         folder.mkdir()
         staged = DataPaths(folder)
-        for split_name, split, target in (("train", train, staged.train), ("test", test, staged.test)):
+        splits = (("train", train, staged.train), ("val", val, staged.val), ("test", test, staged.test))
+        for split_name, split, target in splits:
             metadata = {
                 "kind": "dataset-split",
                 "split": split_name,
@@ -125,6 +144,7 @@ def run_prepare(params: Params, paths: DataPaths = DataPaths()) -> dict:
         artifacts.write_json(staged.classes, {"classes": train.classes, "sha256": class_hash, "provenance": record})
     return {
         "train": len(train.labels),
+        "val": len(val.labels),
         "test": len(test.labels),
         "classes": len(train.classes),
         "shape": train.images.shape[1:],

@@ -131,7 +131,11 @@ def test_prepare_writes_splits_classes_and_provenance(workdir, quick_params):
     report = run_prepare(quick_params)
     paths = DataPaths()
     tensors, metadata = artifacts.load_tensors(paths.train)
-    assert report["train"] == 4 * 64 and tensors["images"].shape == (256, 3, 16, 16)
+    assert report["train"] == 4 * 64 - 32 and tensors["images"].shape == (224, 3, 16, 16)
+    val, _ = artifacts.load_tensors(paths.val)
+    assert report["val"] == 32 and val["images"].shape == (32, 3, 16, 16)
+    train_rows = {bytes(image.numpy()) for image in tensors["images"]}
+    assert not train_rows & {bytes(image.numpy()) for image in val["images"]}, "val images leaked into train"
     assert tensors["images"].dtype == torch.uint8 and tensors["labels"].dtype == torch.int64
     classes, digest = load_classes(paths.classes)
     assert classes == ["class_0", "class_1", "class_2", "class_3"] and metadata["classes_sha256"] == digest
