@@ -21,6 +21,9 @@ class DistilledPaths:
         return f"images/{label}_{index}.png"
 
 
+REFINED = DistilledPaths(Path("artifacts/refined"), Path("plots/refined_grid.png"))  # same layout, after Eq. 7
+
+
 def load_distilled(paths: DistilledPaths, expected_classes_sha256: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The distilled images (uint8, in labels.json order) and their labels, checked against the class list."""
     labels_file = paths.folder / "labels.json"

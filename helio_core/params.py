@@ -27,11 +27,13 @@ class DataParams:
     size: int = 32  # working resolution in pixels (square)
     train_per_class: int | None = None  # cap per class (None: all); required for `synthetic`
     test_per_class: int | None = None
+    val_images: int = 5000  # held out of the train split: every choice is made on it, never on test
     synthetic_classes: int = 10
     synthetic_channels: int = 3
 
     def validate(self) -> None:
         _positive("data.size", self.size)
+        _positive("data.val_images", self.val_images)
         for key in ("train_per_class", "test_per_class"):
             value = getattr(self, key)
             if value is not None:
@@ -131,7 +133,9 @@ class ProjectorParams:
     loss: Literal["mse", "kl"] = "mse"  # mse: Eq. 5 on logits; kl: temperature-scaled KL to the target
     temperature: float = 4.0  # kl only
     lambda_ce: float = 0.1  # weight of the hard-label cross-entropy (Eq. 5's lambda)
-    flip: bool = True  # also fit on mirrored images (their targets are the teachers' on the mirror)
+    flip: bool = True  # views=plain: also fit on mirrored images (their targets are the teachers' on the mirror)
+    views: Literal["plain", "student"] = "plain"  # student: fresh RandomResizedCrop + flip + CutMix views each
+    # epoch, as the students will see, with the teachers run on every view (cost: one pass per teacher per view)
     logit_scale: float = 10.0  # initial s
     dtype: Literal["fp16", "fp32"] = "fp16"  # storage precision of the LoRA tensors
 
@@ -166,6 +170,67 @@ class LoraParams:
 
 
 @dataclass(frozen=True)
+class RefineParams:
+    """Image refinement through the adapted encoder (paper Eq. 7): make each image's features survive
+    down- and up-sampling by `scale`."""
+
+    enabled: bool = True  # false: the distilled images pass through unchanged
+    steps: int = 50
+    lr: float = 0.01  # Adam on the pixels (in [0, 1])
+    scale: int = 2  # down-sampling factor of the low-resolution view
+    batch_size: int = 100
+
+    def validate(self) -> None:
+        for key in ("steps", "scale", "batch_size"):
+            _positive(f"refine.{key}", getattr(self, key))
+        if self.lr <= 0:
+            raise HelioError(f"refine.lr must be > 0, got {self.lr}")
+
+
+LabelMode = Literal["projector", "teacher", "hard", "stored"]
+
+
+@dataclass(frozen=True)
+class StudentParams:
+    """Students trained from scratch on the refined images, one per (arch, label mode, seed)."""
+
+    archs: list[str] = field(default_factory=lambda: ["resnet18"])
+    label_modes: list[LabelMode] = field(default_factory=lambda: ["projector", "teacher", "hard", "stored"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    epochs: int = 300
+    batch_size: int = 50
+    lr: float = 0.001  # AdamW, cosine to zero (RDED's student recipe)
+    weight_decay: float = 0.01
+    crop_scale: list[float] | None = None  # RandomResizedCrop area range; None: (1/select.factor, 1)
+    flip: bool = True  # false for data whose classes change when mirrored
+    cutmix: bool = True
+    projector_loss: Literal["mse", "kl"] = "mse"  # mse: Algorithm 1, MSE(f(A(X)), projector(A(X)))
+    beta: float = 0.1  # weight of the hard-label CE beside the projector loss (Algorithm 1's beta)
+    temperature: float = 4.0  # KL temperature of the teacher and stored modes (and projector_loss=kl)
+    eval_every: int = 25  # epochs between points of the validation curve
+    curve_images: int = 1000  # validation images scored at each curve point (the final score uses all)
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size", "eval_every", "curve_images"):
+            _positive(f"student.{key}", getattr(self, key))
+        for key in ("archs", "label_modes", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise HelioError(f"student.{key} must list at least one entry")
+            if len(set(values)) != len(values):
+                raise HelioError(f"student.{key} lists an entry twice: {values}")
+        for key in ("lr", "temperature"):
+            if getattr(self, key) <= 0:
+                raise HelioError(f"student.{key} must be > 0, got {getattr(self, key)}")
+        if self.beta < 0:
+            raise HelioError(f"student.beta must be >= 0, got {self.beta}")
+        if self.crop_scale is not None and (
+            len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1
+        ):
+            raise HelioError(f"student.crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -175,6 +240,8 @@ class Params:
     select: SelectParams = field(default_factory=SelectParams)
     projector: ProjectorParams = field(default_factory=ProjectorParams)
     lora: LoraParams = field(default_factory=LoraParams)
+    refine: RefineParams = field(default_factory=RefineParams)
+    student: StudentParams = field(default_factory=StudentParams)
 
     def validate(self) -> None:
         self.data.validate()
@@ -182,11 +249,20 @@ class Params:
         self.select.validate()
         self.projector.validate()
         self.lora.validate()
+        self.refine.validate()
+        self.student.validate()
         missing = sorted(set(self.projector.teachers or []) - set(self.teachers.keep))
         if missing:
             raise HelioError(f"projector.teachers lists epochs {missing} that teachers.keep does not keep")
         if self.data.size % self.select.factor:
             raise HelioError(f"select.factor={self.select.factor} must divide data.size={self.data.size}")
+        if self.data.size % self.refine.scale:
+            raise HelioError(f"refine.scale={self.refine.scale} must divide data.size={self.data.size}")
+
+    @property
+    def student_crop_scale(self) -> list[float]:
+        """The students' RandomResizedCrop area range: as set, or RDED's (1/factor, 1)."""
+        return self.student.crop_scale or [1 / self.select.factor, 1.0]
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,10 +21,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from helio_core import artifacts, models
+from helio_core.augment import plan_views, render_views
 from helio_core.data import DataPaths, load_classes, load_split
 from helio_core.distilled import DistilledPaths, load_distilled
 from helio_core.errors import HelioError
-from helio_core.params import Params, ProjectorParams, as_dict
+from helio_core.params import Params, ProjectorParams, StudentParams, as_dict
 from helio_core.progress import progress_bar
 from helio_core.projector import (
     Projector,
@@ -87,23 +89,64 @@ def project(projector: Projector, images: torch.Tensor, batch_size: int = 256, o
     return torch.cat(out)
 
 
-def fit(
-    projector: Projector,
+Batches = Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+
+
+def fixed_views(images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, params: ProjectorParams) -> Batches:
+    """Shuffled batches of the images (mirrored at random when params.flip) with precomputed targets.
+
+    `targets` is (N, views, C): view 0 the image, view 1 its mirror when params.flip.
+    """
+
+    def epoch(generator: torch.Generator):
+        for index in torch.randperm(len(labels), generator=generator).split(params.batch_size):
+            batch = images[index].float() / 255
+            view = torch.zeros(len(index), dtype=torch.int64)
+            if params.flip:
+                view = torch.randint(0, 2, (len(index),), generator=generator)
+                batch = torch.where(view.view(-1, 1, 1, 1) == 1, batch.flip(-1), batch)
+            yield batch, targets[index, view], labels[index]
+
+    return epoch
+
+
+def student_views(
     images: torch.Tensor,
     labels: torch.Tensor,
-    targets: torch.Tensor,
+    teachers: list[nn.Module],
+    num_classes: int,
+    student: StudentParams,
+    crop_scale: list[float],
+    batch_size: int,
+) -> Batches:
+    """Fresh student-style views every epoch (the students' RandomResizedCrop, flip and CutMix: what the
+    projector will label), with the teachers' mean logits computed on each view and CutMix-mixed hard labels."""
+
+    def epoch(generator: torch.Generator):
+        size = images.shape[-1]
+        plan = plan_views(len(labels), 1, batch_size, size, crop_scale, student.flip, student.cutmix, generator)
+        for batch in plan.batches():
+            views, hard = render_views(images, labels, plan, 0, batch, num_classes)
+            with torch.no_grad():
+                channels_last = views.contiguous(memory_format=torch.channels_last)
+                target = sum(teacher.eval()(channels_last) for teacher in teachers) / len(teachers)
+            yield views, target, hard
+
+    return epoch
+
+
+def fit(
+    projector: Projector,
+    batches: Batches,
+    steps_per_epoch: int,
     val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     params: ProjectorParams,
     generator: torch.Generator,
     bar,
 ) -> list[dict[str, float]]:
-    """Train the trainable tensors; keep the state of the epoch with the lowest validation loss.
-
-    `targets` is (N, views, C): view 0 the image, view 1 its mirror when params.flip.
-    """
+    """Train the trainable tensors; keep the state of the epoch with the lowest validation loss."""
     trainable = projector.trainable_parameters()
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    steps_per_epoch = math.ceil(len(labels) / params.batch_size)
+    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay, fused=True)
     total = params.epochs * steps_per_epoch
     warmup = partial(lr_factor, total_steps=total, warmup_steps=total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
@@ -112,14 +155,8 @@ def fit(
     task = bar.add_task("fit projector", total=params.epochs, status="")
     for epoch in range(1, params.epochs + 1):
         projector.train()
-        order = torch.randperm(len(labels), generator=generator)
-        for step, index in enumerate(order.split(params.batch_size)):
-            batch = images[index].float() / 255
-            view = torch.zeros(len(index), dtype=torch.int64)
-            if params.flip:
-                view = torch.randint(0, 2, (len(index),), generator=generator)
-                batch = torch.where(view.view(-1, 1, 1, 1) == 1, batch.flip(-1), batch)
-            loss = projector_loss(projector(batch), targets[index, view], labels[index], params)
+        for step, (batch, target, hard) in enumerate(batches(generator)):
+            loss = projector_loss(projector(batch), target, hard, params)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -172,16 +209,23 @@ def run_fit_projector(
     test_images, test_labels = test.images[test_index], test.labels[test_index]
 
     with progress_bar() as bar:
-        views = 2 if config.flip else 1
+        views = (2 if config.flip else 1) if config.views == "plain" else 0
         task = bar.add_task(
             f"mean logits of {len(teachers)} teachers",
             total=len(teachers) * (views * len(fit_index) + len(val_index) + len(test_index)),
             status="",
         )
         tick = partial(bar.advance, task)
-        fit_targets = torch.stack(
-            [mean_teacher_logits(teachers, fit_images, tick, mirrored=bool(v)) for v in range(views)], dim=1
-        )
+        if config.views == "plain":
+            fit_targets = torch.stack(
+                [mean_teacher_logits(teachers, fit_images, tick, mirrored=bool(v)) for v in range(views)], dim=1
+            )
+            batches = fixed_views(fit_images, fit_labels, fit_targets, config)
+        else:
+            batches = student_views(
+                fit_images, fit_labels, teachers, len(classes), params.student, params.student_crop_scale,
+                config.batch_size,
+            )  # fmt: skip
         val_targets = mean_teacher_logits(teachers, val_images, tick)
         test_targets = mean_teacher_logits(teachers, test_images, tick)
 
@@ -194,7 +238,8 @@ def run_fit_projector(
         before = agreement_metrics(project(projector, test_images), test_targets, test_labels)
         bar.console.print(f"projector before fitting (head init only): {before}")
         val = (val_images, val_labels, val_targets)
-        history = fit(projector, fit_images, fit_labels, fit_targets, val, config, generator, bar)
+        steps = math.ceil(len(fit_index) / config.batch_size)
+        history = fit(projector, batches, steps, val, config, generator, bar)
 
     record = artifacts.provenance(
         "fit_projector",

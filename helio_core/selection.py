@@ -8,7 +8,6 @@ image i taking crops i, i + ipc, i + 2 ipc, ... in row-major order.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -96,10 +95,7 @@ def observer_path(teacher_paths: TeacherPaths, epoch: int | None) -> Path:
         if not path.is_file():
             raise HelioError(f"select.observer_epoch={epoch}: {path} not found (is it in teachers.keep?)")
         return path
-    kept = sorted(teacher_paths.folder.glob("epoch_*.safetensors"))
-    if not kept:
-        raise HelioError(f"{teacher_paths.folder}: no teacher checkpoints (run `dvc repro train_teachers`)")
-    return max(kept, key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
+    return teacher_paths.last_kept()
 
 
 def save_grid(path: Path, images: torch.Tensor, per_row: int) -> None:

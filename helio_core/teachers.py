@@ -20,6 +20,7 @@ from torch import nn
 
 from helio_core import artifacts, augment, models
 from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.errors import HelioError
 from helio_core.params import Params, TeacherParams, as_dict
 from helio_core.progress import progress_bar
 
@@ -31,6 +32,21 @@ class TeacherPaths:
 
     def checkpoint(self, epoch: int, folder: Path | None = None) -> Path:
         return (folder or self.folder) / f"epoch_{epoch:03d}.safetensors"
+
+    def last_kept(self) -> Path:
+        """The latest kept checkpoint: the full teacher of RDED's label mode and the default observer."""
+        kept = sorted(self.folder.glob("epoch_*.safetensors"))
+        if not kept:
+            raise HelioError(f"{self.folder}: no teacher checkpoints (run `dvc repro train_teachers`)")
+        return kept[-1]
+
+
+def load_teacher(path: Path, classes_sha256: str) -> nn.Module:
+    """A teacher checkpoint in eval mode and channels-last, checked against the class list."""
+    teacher, metadata = models.load_checkpoint(path)
+    if metadata.get("classes_sha256") != classes_sha256:
+        raise HelioError(f"{path}: teacher made for another class list")
+    return teacher.to(memory_format=torch.channels_last)
 
 
 class ShuffledStream:
@@ -60,7 +76,7 @@ def make_optimizer(model: nn.Module, params: TeacherParams) -> torch.optim.Optim
         return torch.optim.SGD(
             model.parameters(), lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay, nesterov=True
         )
-    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:

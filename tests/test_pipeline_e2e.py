@@ -10,6 +10,8 @@ import pytest
 
 from helio_core import artifacts
 
+STAGES = ("prepare", "train_teachers", "select_patches", "fit_projector", "refine_images", "evaluate_students")
+
 
 def _run(cwd: Path, *command: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
@@ -26,7 +28,7 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     _run(root, "git", "config", "user.name", "helio ci")
     _run(root, sys.executable, "-m", "dvc", "init", "-q")
     log = _run(root, sys.executable, "-m", "dvc", "repro")
-    for stage in ("prepare", "train_teachers", "select_patches", "fit_projector"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in log
 
     pngs = sorted((root / "artifacts/distilled/images").glob("*.png"))
@@ -40,6 +42,23 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert metrics["last_test_acc_full"] > 0.5
     projector = json.loads((root / "metrics/projector.json").read_text())
     assert projector["projector_bytes"] == (root / "artifacts/projector/projector.safetensors").stat().st_size
+    assert len(list((root / "artifacts/refined/images").glob("*.png"))) == 8
+    refine = json.loads((root / "metrics/refine.json").read_text())
+    assert refine["enabled"] and refine["loss_after"] <= refine["loss_before"]
+    students = json.loads((root / "metrics/students.json").read_text())
+    assert students["ipc"] == 2
+    for mode in ("projector", "teacher", "hard", "stored"):
+        row = students["resnet18"][mode]
+        assert row["seeds"] == 2 and 0.0 <= row["acc"] <= 1.0 and row["acc_std"] >= 0.0
+    stored_file = root / "artifacts/stored_labels/seed_0.safetensors"
+    assert students["resnet18"]["stored"]["extra_storage_bytes"] == stored_file.stat().st_size
+    assert students["resnet18"]["projector"]["extra_storage_bytes"] == projector["projector_bytes"]
+    assert students["resnet18"]["hard"]["extra_storage_bytes"] == 0
+    storage = json.loads((root / "metrics/storage.json").read_text())
+    assert storage["stored_labels_formula"]["labels_bytes"] == 8 * 3 * 4 * 2  # images x epochs x classes x 2
+    assert (root / "plots/accuracy_vs_storage.png").stat().st_size > 1000
+    curves = (root / "plots/student_curves.csv").read_text().splitlines()
+    assert curves[0].startswith("run,") and len(curves) == 1 + 2 * 4 * 3  # seeds x modes x epochs
 
     again = _run(root, sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again
@@ -49,4 +68,34 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     experiment = _run(root, sys.executable, "-m", "dvc", "exp", "run", "-S", "select.ipc=1")
     assert "Running stage 'select_patches'" in experiment and "Running stage 'fit_projector'" in experiment
     assert "Running stage 'train_teachers'" not in experiment and "Running stage 'prepare'" not in experiment
+    assert "Running stage 'evaluate_students'" in experiment
     assert len(list((root / "artifacts/distilled/images").glob("*.png"))) == 4
+
+
+@pytest.mark.slow
+def test_projector_and_images_travel_through_a_dvc_remote(project_copy, tmp_path):
+    """dvc push to a local-directory remote, dvc pull in a fresh clone, the same labels from `helio label`."""
+    root = project_copy
+    _run(root, "git", "init", "-q")
+    _run(root, "git", "config", "user.email", "ci@helio")
+    _run(root, "git", "config", "user.name", "helio ci")
+    _run(root, sys.executable, "-m", "dvc", "init", "-q")
+    _run(root, sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    _run(root, sys.executable, "-m", "dvc", "repro", "fit_projector")
+    _run(root, "git", "add", "-A")
+    _run(root, "git", "commit", "-qm", "projector")
+    _run(root, sys.executable, "-m", "dvc", "push", "select_patches", "fit_projector")
+
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(root), str(clone))
+    assert not (clone / "artifacts/projector").exists()
+    _run(clone, sys.executable, "-m", "dvc", "pull", "select_patches", "fit_projector")
+    images = sorted(str(p.relative_to(root)) for p in (root / "artifacts/distilled/images").glob("*.png"))
+
+    def labels(where: Path) -> dict:
+        _run(where, sys.executable, "-m", "helio_core.cli", "label", "artifacts/projector/projector.safetensors",
+             *images, "--images-dir", "artifacts/distilled", "--output", "labels.json")  # fmt: skip
+        return json.loads((where / "labels.json").read_text())
+
+    here, there = labels(root), labels(clone)
+    assert len(here["labels"]) == 8 and here == there

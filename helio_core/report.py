@@ -1,0 +1,77 @@
+"""The files people look at after `evaluate_students`: storage report, training curves, accuracy vs storage."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from helio_core import artifacts, storage
+from helio_core.params import StudentParams
+
+MODE_NAMES = {
+    "projector": "projector (helio)",
+    "teacher": "full teacher (RDED)",
+    "stored": "stored labels (SRe2L/FKD)",
+    "hard": "hard labels",
+}
+
+
+def write_storage(
+    path: Path, extra: dict[str, int], images: int, config: StudentParams, classes: int, image_files: list[Path]
+) -> dict:
+    """Measured bytes of every deliverable here, the stored-label formula checked against the measured
+    file, and the same accounting projected to ImageNet-1K."""
+    formula = storage.stored_label_bytes(images, config.epochs, classes, config.batch_size)
+    report = {
+        "measured": {
+            "projector_bytes": extra["projector"],
+            "teacher_checkpoint_bytes": extra["teacher"],
+            "stored_labels_bytes": extra["stored"],
+            "images_png_bytes": storage.files_bytes(image_files),
+            "images": len(image_files),
+        },
+        "stored_labels_formula": {
+            "images": images,
+            "epochs": config.epochs,
+            "classes": classes,
+            "labels_bytes": formula["labels"],
+            "records_bytes": formula["records"],
+        },
+        "imagenet_1k": storage.imagenet_projection(epochs=300),
+    }
+    artifacts.write_json(path, report)
+    return report
+
+
+def write_curves(path: Path, rows: list[dict]) -> None:
+    """Long-format CSV (run, epoch, train_loss, val_acc) for `dvc plots show`."""
+    with artifacts.atomic_path(path) as staged, staged.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_accuracy_vs_storage(path: Path, summary: dict, images_bytes: int, ipc: int) -> None:
+    """One point per (arch, label mode): final test accuracy (mean +- std over seeds) against the bytes a user
+    must fetch to train the student (the images plus the label source)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for arch, modes in summary.items():
+        for mode, row in modes.items():
+            shipped = images_bytes + row["extra_storage_bytes"]
+            axes.errorbar(shipped, 100 * row["acc"], yerr=100 * row["acc_std"], fmt="o", capsize=3)
+            axes.annotate(f"{MODE_NAMES[mode]}, {arch}", (shipped, 100 * row["acc"]), textcoords="offset points",
+                          xytext=(6, 4), fontsize=8)  # fmt: skip
+    axes.set_xscale("log")
+    axes.set_xlabel("bytes to ship: distilled PNGs + label source (log scale)")
+    axes.set_ylabel("student test accuracy, final epoch (%)")
+    axes.set_title(f"IPC {ipc}: accuracy vs storage (mean ± std over seeds)")
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    with artifacts.atomic_path(path) as staged:
+        figure.savefig(staged, format="png")
+    plt.close(figure)

@@ -1,0 +1,337 @@
+"""Stage `evaluate_students`: students trained from scratch on the distilled images, one per label mode.
+
+Algorithm 1, lines 12-15: for each batch X of distilled images, A(X) = RandomResizedCrop + flip + CutMix,
+Y* = projector(A(X)) computed online without gradient, loss MSE(f(A(X)), Y*) + beta * CE(f(A(X)), Y).
+Beside it, on the very same augmented batches (one `ViewPlan` per seed), the baselines:
+`teacher` (RDED: KL at temperature T to the full teacher's online logits), `hard` (CE only) and `stored`
+(SRe2L/FKD: the teacher's logits for every planned view precomputed, written to disk, read back, and
+replayed; the file's size is what that approach ships).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from helio_core import artifacts, models, report, storage
+from helio_core.augment import ViewPlan, plan_views, render_views
+from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.distilled import REFINED, DistilledPaths, load_distilled
+from helio_core.errors import HelioError
+from helio_core.params import LabelMode, Params, StudentParams
+from helio_core.progress import progress_bar
+from helio_core.projector import load_projector
+from helio_core.projector_fit import ProjectorPaths
+from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor
+
+SoftLabels = Callable[[int, slice, torch.Tensor], torch.Tensor | None]  # (epoch, positions, views) -> logits
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """One trained student: its scores and its curve (epoch, train loss, validation accuracy or None)."""
+
+    arch: str
+    mode: LabelMode
+    seed: int
+    test_acc: float
+    val_acc: float
+    curve: list[tuple[int, float, float | None]]
+    seconds: float
+
+
+def distillation_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(target/T) || softmax(logits/T)), batch mean (Hinton et al.; RDED's student loss)."""
+    log_p = F.log_softmax(logits / temperature, dim=1)
+    log_q = F.log_softmax(target_logits / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+
+
+def student_loss(
+    mode: LabelMode,
+    logits: torch.Tensor,
+    soft: torch.Tensor | None,
+    hard: torch.Tensor,
+    params: StudentParams,
+) -> torch.Tensor:
+    """The loss of one label mode; `hard` holds the CutMix-mixed one-hot labels."""
+    if mode == "hard":
+        return F.cross_entropy(logits, hard)
+    if mode == "projector":
+        if params.projector_loss == "mse":
+            matched = F.mse_loss(logits, soft)
+        else:
+            matched = distillation_kl(logits, soft, params.temperature)
+        return matched + params.beta * F.cross_entropy(logits, hard)
+    return distillation_kl(logits, soft, params.temperature)
+
+
+def online_labels(labeller: nn.Module) -> SoftLabels:
+    """Soft labels from a network run on each augmented batch, without gradient."""
+
+    def label(epoch: int, positions: slice, views: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return labeller(views.contiguous(memory_format=torch.channels_last)).float()
+
+    return label
+
+
+def replayed_labels(logits: torch.Tensor) -> SoftLabels:
+    """Soft labels read from a stored (epochs, images, classes) tensor, indexed by planned position."""
+
+    def label(epoch: int, positions: slice, views: torch.Tensor) -> torch.Tensor:
+        return logits[epoch, positions].float()
+
+    return label
+
+
+def teacher_view_logits(
+    teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, plan: ViewPlan, num_classes: int
+) -> torch.Tensor:
+    """The teacher's logits for every planned view, (epochs, images, classes) in fp16: what SRe2L stores."""
+    teacher.eval()
+    label = online_labels(teacher)
+    stored = torch.empty(plan.epochs, plan.order.shape[1], num_classes, dtype=torch.float16)
+    for epoch in range(plan.epochs):
+        for batch in plan.batches():
+            views, _ = render_views(images, labels, plan, epoch, batch, num_classes)
+            stored[epoch, batch] = label(epoch, batch, views).to(torch.float16)
+    return stored
+
+
+def save_stored_labels(path: Path, logits: torch.Tensor, plan: ViewPlan, metadata: dict) -> int:
+    """Write labels + the plan they label (atomically); return the file's size in bytes."""
+    with artifacts.atomic_path(path) as staged:
+        artifacts.save_tensors(staged, {"logits": logits, **plan.tensors()}, {"kind": "stored-labels", **metadata})
+    return path.stat().st_size
+
+
+def load_stored_labels(path: Path) -> tuple[torch.Tensor, ViewPlan]:
+    tensors, metadata = artifacts.load_tensors(path)
+    if metadata.get("kind") != "stored-labels":
+        raise HelioError(f"{path}: not a stored-labels file (kind={metadata.get('kind')!r})")
+    return tensors.pop("logits"), ViewPlan.from_tensors(tensors, metadata["batch_size"])
+
+
+def make_plan(n: int, size: int, params: StudentParams, crop_scale: list[float], seed: int) -> ViewPlan:
+    generator = torch.Generator().manual_seed(seed)
+    return plan_views(n, params.epochs, params.batch_size, size, crop_scale, params.flip, params.cutmix, generator)
+
+
+def train_student(
+    model: nn.Module,
+    mode: LabelMode,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    plan: ViewPlan,
+    soft_labels: SoftLabels | None,
+    params: StudentParams,
+    num_classes: int,
+    score: Callable[[nn.Module], float],
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[tuple[int, float, float | None]]:
+    """Train `model` in place through the plan; return the curve (epoch, mean loss, curve score or None)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
+    steps_per_epoch = len(plan.batches())
+    total = plan.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, 0))
+    curve = []
+    for epoch in range(plan.epochs):
+        model.train()
+        losses = []
+        for batch in plan.batches():
+            views, hard = render_views(images, labels, plan, epoch, batch, num_classes)
+            soft = soft_labels(epoch, batch, views) if soft_labels is not None else None
+            logits = model(views.contiguous(memory_format=torch.channels_last))
+            loss = student_loss(mode, logits, soft, hard, params)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        mean_loss = sum(losses) / len(losses)
+        last = epoch + 1 == plan.epochs
+        scored = score(model) if (epoch + 1) % params.eval_every == 0 or last else None
+        curve.append((epoch + 1, mean_loss, scored))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, mean_loss)
+    return curve
+
+
+def new_student(arch: str, num_classes: int, images: torch.Tensor, mean: list[float], std: list[float], seed: int):
+    """A freshly initialised student (the same initial weights for every label mode of a seed)."""
+    torch.manual_seed(seed)
+    channels, size = images.shape[1], images.shape[-1]
+    model = models.create_model(arch, num_classes, channels, size, mean, std)
+    return model.to(memory_format=torch.channels_last)
+
+
+def summarise(runs: list[StudentRun], extra_storage: dict[str, int]) -> dict:
+    """Mean and std over seeds per (arch, mode): the shape of metrics/students.json."""
+    table: dict[str, dict] = {}
+    for run in runs:
+        table.setdefault(run.arch, {}).setdefault(run.mode, []).append(run)
+    summary = {}
+    for arch, modes in table.items():
+        summary[arch] = {}
+        for mode, group in modes.items():
+            accs = [r.test_acc for r in group]
+            summary[arch][mode] = {
+                "acc": round(statistics.fmean(accs), 5),
+                "acc_std": round(statistics.stdev(accs), 5) if len(accs) > 1 else 0.0,
+                "seeds": len(accs),
+                "extra_storage_bytes": extra_storage[mode],
+                "accs": [round(a, 5) for a in accs],
+                "val_acc": round(statistics.fmean(r.val_acc for r in group), 5),
+                "seconds_per_student": round(statistics.fmean(r.seconds for r in group), 1),
+            }
+    return summary
+
+
+def curve_rows(runs: list[StudentRun]) -> list[dict]:
+    """Long-format rows for plots/student_curves.csv (one per run and epoch)."""
+    rows = []
+    for run in runs:
+        for epoch, loss, val in run.curve:
+            rows.append(
+                {
+                    "run": f"{run.arch}/{run.mode}/seed{run.seed}",
+                    "arch": run.arch,
+                    "mode": run.mode,
+                    "seed": run.seed,
+                    "epoch": epoch,
+                    "train_loss": round(loss, 5),
+                    "val_acc": "" if val is None else round(val, 5),
+                }
+            )
+    return rows
+
+
+@dataclass(frozen=True)
+class StudentPaths:
+    metrics: Path = Path("metrics/students.json")
+    storage: Path = Path("metrics/storage.json")
+    curves: Path = Path("plots/student_curves.csv")
+    accuracy_plot: Path = Path("plots/accuracy_vs_storage.png")
+    stored_labels: Path = Path("artifacts/stored_labels")
+
+    def stored_file(self, seed: int, folder: Path | None = None) -> Path:
+        return (folder or self.stored_labels) / f"seed_{seed}.safetensors"
+
+
+def run_evaluate_students(
+    params: Params,
+    paths: StudentPaths = StudentPaths(),
+    refined_paths: DistilledPaths = REFINED,
+    distilled_paths: DistilledPaths = DistilledPaths(),
+    projector_paths: ProjectorPaths = ProjectorPaths(),
+    teacher_paths: TeacherPaths = TeacherPaths(),
+    data_paths: DataPaths = DataPaths(),
+) -> dict:
+    """Train every (arch, label mode, seed) student on the refined images; write the side-by-side table."""
+    started = time.perf_counter()
+    config = params.student
+    classes, class_hash = load_classes(data_paths.classes)
+    _, train_meta = load_split(data_paths.train, class_hash)
+    val, _ = load_split(data_paths.val, class_hash)
+    test, _ = load_split(data_paths.test, class_hash)
+    images, labels = load_distilled(refined_paths, class_hash)
+    distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
+    teacher_file = teacher_paths.last_kept()
+    teacher = load_teacher(teacher_file, class_hash)
+    projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
+    for parameter in projector.parameters():
+        parameter.requires_grad_(False)
+    projector.eval()
+    num_classes, size = len(classes), images.shape[-1]
+    curve_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))
+    curve_images, curve_labels = val.images[curve_index[: config.curve_images]], val.labels[curve_index]
+    curve_labels = curve_labels[: config.curve_images]
+    crop_scale = params.student_crop_scale
+    plans = {seed: make_plan(len(labels), size, config, crop_scale, seed) for seed in config.seeds}
+
+    runs: list[StudentRun] = []
+    stored: dict[int, torch.Tensor] = {}
+    with progress_bar() as bar, parametrize.cached():
+        if "stored" in config.label_modes:
+            task = bar.add_task("store the teacher's labels", total=len(config.seeds), status="")
+            with artifacts.atomic_path(paths.stored_labels) as folder:
+                folder.mkdir()
+                for seed, plan in plans.items():
+                    logits = teacher_view_logits(teacher, images, labels, plan, num_classes)
+                    metadata = {"seed": seed, "batch_size": config.batch_size, "teacher": teacher_file.name,
+                                "classes_sha256": class_hash}  # fmt: skip
+                    save_stored_labels(paths.stored_file(seed, folder), logits, plan, metadata)
+                    bar.advance(task)
+            for seed in config.seeds:
+                stored[seed], plans[seed] = load_stored_labels(paths.stored_file(seed))
+        sources: dict[str, Callable[[int], SoftLabels | None]] = {
+            "projector": lambda seed: online_labels(projector),
+            "teacher": lambda seed: online_labels(teacher),
+            "hard": lambda seed: None,
+            "stored": lambda seed: replayed_labels(stored[seed]),
+        }
+        for arch in config.archs:
+            for seed in config.seeds:
+                for mode in config.label_modes:
+                    run_started = time.perf_counter()
+                    model = new_student(arch, num_classes, images, train_meta["mean"], train_meta["std"], seed)
+                    task = bar.add_task(f"{arch} {mode} seed {seed}", total=config.epochs, status="")
+
+                    def progress(epoch: int, loss: float, task=task) -> None:
+                        bar.update(task, completed=epoch, status=f"loss {loss:.4f}")
+
+                    curve = train_student(
+                        model, mode, images, labels, plans[seed], sources[mode](seed), config, num_classes,
+                        lambda m: accuracy(m, curve_images, curve_labels), progress,
+                    )  # fmt: skip
+                    test_acc = accuracy(model, test.images, test.labels)
+                    val_acc = accuracy(model, val.images, val.labels)
+                    bar.update(task, status=f"test {test_acc:.4f}")
+                    runs.append(
+                        StudentRun(arch, mode, seed, test_acc, val_acc, curve, time.perf_counter() - run_started)
+                    )
+    extra = {
+        "projector": projector_paths.file.stat().st_size,
+        "teacher": teacher_file.stat().st_size,
+        "hard": 0,
+        "stored": paths.stored_file(config.seeds[0]).stat().st_size if stored else 0,
+    }
+    image_files = sorted((refined_paths.folder / "images").glob("*.png"))
+    summary = summarise(runs, extra)
+    metrics = {
+        "ipc": params.select.ipc,
+        "epochs": config.epochs,
+        "test_images": len(test.labels),
+        "archs": config.archs,
+        **summary,
+        "images_bytes": storage.files_bytes(image_files),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    artifacts.write_json(paths.metrics, metrics)
+    report.write_storage(paths.storage, extra, len(labels), config, num_classes, image_files)
+    report.write_curves(paths.curves, curve_rows(runs))
+    report.plot_accuracy_vs_storage(paths.accuracy_plot, summary, metrics["images_bytes"], params.select.ipc)
+    return metrics
+
+
+def format_table(metrics: dict) -> str:
+    """The side-by-side table as plain text: accuracy (mean +- std over seeds) and extra storage per mode."""
+    lines = [f"IPC {metrics['ipc']}, {metrics['epochs']} epochs, final-epoch test accuracy on {metrics['test_images']}"]
+    lines.append(f"{'arch':<16}{'label mode':<12}{'test acc %':>16}{'val acc %':>11}{'extra bytes':>14}")
+    for arch in metrics["archs"]:
+        for mode, row in metrics[arch].items():
+            accuracy_text = f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
+            lines.append(
+                f"{arch:<16}{mode:<12}{accuracy_text:>16}{100 * row['val_acc']:>11.2f}{row['extra_storage_bytes']:>14,}"
+            )
+    lines.append(f"images: {metrics['images_bytes']:,} bytes of PNG, shared by every mode")
+    return "\n".join(lines)
