@@ -9,15 +9,16 @@ from tests.conftest import REPO
 
 def test_shipped_params_and_presets_validate():
     default = load_params(REPO / "params.yaml")
-    assert default.data.name == "fashion-mnist" and default.data.size == 32
+    assert default.data.name == "fashion-mnist" and default.data.size == 28
     assert default.select.ipc == 10 and default.select.factor == 1
-    assert len(default.teachers.keep) == 9
+    assert len(default.teachers.keep) == 9 and default.student.label_modes == ["projector", "teacher", "hard", "stored"]
+    assert len(default.student.seeds) >= 3
     for preset in (REPO / "presets").glob("*.yaml"):
         load_params(preset)
 
 
 def test_override_in_yaml_syntax():
-    params = load_params(REPO / "params.yaml", ["select.ipc=1", "teachers.keep=[1, 3]"])
+    params = load_params(REPO / "params.yaml", ["select.ipc=1", "teachers.keep=[1, 3]", "projector.teachers=[3]"])
     assert params.select.ipc == 1 and params.teachers.keep == [1, 3]
 
 
@@ -33,6 +34,12 @@ def test_override_in_yaml_syntax():
         ("select.candidates=3", "select.candidates=3 must be at least ipc*factor^2=10"),
         ("select.colour=1", "unknown parameter select.colour"),
         ("teachers.flip=1", "teachers.flip must be true or false, got 1"),
+        ("student.label_modes=[projector, oracle]", "student.label_modes[1] must be one of"),
+        ("student.seeds=[1, 1]", "student.seeds lists an entry twice"),
+        ("student.crop_scale=[0.8, 0.2]", "student.crop_scale must be [low, high]"),
+        ("student.epochs=0", "student.epochs must be > 0"),
+        ("refine.scale=3", "refine.scale=3 must divide data.size=28"),
+        ("projector.views=augmented", "projector.views must be one of"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

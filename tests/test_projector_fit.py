@@ -21,7 +21,7 @@ def test_eq5_loss_is_mse_plus_lambda_ce_and_kl_is_temperature_scaled():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
     target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     labels = torch.tensor([0, 1])
-    mse = load_params(REPO / "params.yaml", ["projector.lambda_ce=0.5"]).projector
+    mse = load_params(REPO / "params.yaml", ["projector.loss=mse", "projector.lambda_ce=0.5"]).projector
     expected = ((logits - target) ** 2).mean() + 0.5 * F.cross_entropy(logits, labels)
     torch.testing.assert_close(projector_loss(logits, target, labels, mse), expected)
     kl = load_params(REPO / "params.yaml", ["projector.loss=kl", "projector.temperature=2", "projector.lambda_ce=0"])
