@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torchvision.utils import make_grid
 
 from helio_core import artifacts
 from helio_core.errors import HelioError
@@ -40,3 +42,12 @@ def load_distilled(paths: DistilledPaths, expected_classes_sha256: str) -> tuple
     if present != len(files):
         raise HelioError(f"{labels_file}: lists {len(files)} images but {paths.folder / 'images'} holds {present} PNGs")
     return torch.stack([artifacts.read_png(file) for file in files]), torch.tensor(labels, dtype=torch.int64)
+
+
+def save_grid(path: Path, images: torch.Tensor, per_row: int) -> None:
+    """One picture of the distilled set: a row per class, upscaled for small images."""
+    grid = make_grid(images.float() / 255, nrow=per_row, padding=2, pad_value=1.0)
+    scale = max(1, 64 // images.shape[-1])
+    grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    with artifacts.atomic_path(path) as staged:
+        artifacts.write_png(staged, (grid * 255).round().to(torch.uint8))

@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
-from torchvision.utils import make_grid
 
 from helio_core import artifacts
 from helio_core.data import DataPaths, load_classes
-from helio_core.distilled import REFINED, DistilledPaths, load_distilled
+from helio_core.distilled import REFINED, DistilledPaths, load_distilled, save_grid
 from helio_core.params import Params, RefineParams, as_dict
 from helio_core.progress import progress_bar
 from helio_core.projector import Projector, load_projector
@@ -95,12 +94,7 @@ def save_before_after(path: Path, before: torch.Tensor, after: torch.Tensor, lab
     for label in labels.unique(sorted=True):
         members = (labels == label).nonzero().flatten()[:8]
         rows.append(torch.cat([before[members], after[members]]))
-    per_row = len(rows[0])
-    grid = make_grid(torch.cat(rows).float() / 255, nrow=per_row, padding=2, pad_value=1.0)
-    scale = max(1, 64 // before.shape[-1])
-    grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    with artifacts.atomic_path(path) as staged:
-        artifacts.write_png(staged, (grid * 255).round().to(torch.uint8))
+    save_grid(path, torch.cat(rows), per_row=len(rows[0]))
 
 
 def run_refine_images(

@@ -15,11 +15,10 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torchvision.transforms import RandomResizedCrop
-from torchvision.utils import make_grid
 
 from helio_core import artifacts, models
 from helio_core.data import DataPaths, load_classes, load_split
-from helio_core.distilled import DistilledPaths
+from helio_core.distilled import DistilledPaths, save_grid
 from helio_core.errors import HelioError
 from helio_core.params import Params, SelectParams, as_dict
 from helio_core.progress import progress_bar
@@ -96,15 +95,6 @@ def observer_path(teacher_paths: TeacherPaths, epoch: int | None) -> Path:
             raise HelioError(f"select.observer_epoch={epoch}: {path} not found (is it in teachers.keep?)")
         return path
     return teacher_paths.last_kept()
-
-
-def save_grid(path: Path, images: torch.Tensor, per_row: int) -> None:
-    """One picture of the distilled set: a row per class, upscaled for small images."""
-    grid = make_grid(images.float() / 255, nrow=per_row, padding=2, pad_value=1.0)
-    scale = max(1, 64 // images.shape[-1])
-    grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    with artifacts.atomic_path(path) as staged:
-        artifacts.write_png(staged, (grid * 255).round().to(torch.uint8))
 
 
 def run_select_patches(
