@@ -49,9 +49,7 @@ def consistency_loss(projector: Projector, images: torch.Tensor, scale: int) -> 
 
 def refine(projector: Projector, images: torch.Tensor, params: RefineParams, bar=None) -> tuple[torch.Tensor, dict]:
     """Refined uint8 images and the mean loss before and after."""
-    for parameter in projector.parameters():
-        parameter.requires_grad_(False)
-    projector.eval()
+    projector.requires_grad_(False).eval()  # frozen: its adapted weights can be computed once (parametrize.cached)
     refined, before, after = [], [], []
     task = bar.add_task("refine images", total=len(images), status="") if bar is not None else None
     with parametrize.cached():

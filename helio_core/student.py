@@ -248,13 +248,11 @@ def run_evaluate_students(
     teacher_file = teacher_paths.last_kept()
     teacher = load_teacher(teacher_file, class_hash)
     projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
-    for parameter in projector.parameters():
-        parameter.requires_grad_(False)
-    projector.eval()
+    projector.requires_grad_(False).eval()  # frozen: its adapted weights can be computed once (parametrize.cached)
     num_classes, size = len(classes), images.shape[-1]
-    curve_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))
-    curve_images, curve_labels = val.images[curve_index[: config.curve_images]], val.labels[curve_index]
-    curve_labels = curve_labels[: config.curve_images]
+    generator = torch.Generator().manual_seed(params.seed)
+    curve_index = torch.randperm(len(val.labels), generator=generator)[: config.curve_images]
+    curve_images, curve_labels = val.images[curve_index], val.labels[curve_index]
     crop_scale = params.student_crop_scale
     plans = {seed: make_plan(len(labels), size, config, crop_scale, seed) for seed in config.seeds}
 
