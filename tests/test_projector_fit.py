@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -92,3 +93,29 @@ def test_prototype_projector_without_its_images_is_refused(fitted):
 def test_unkept_teacher_epoch_is_refused():
     with pytest.raises(HelioError, match=r"projector.teachers lists epochs \[7\] that teachers.keep does not keep"):
         load_params(REPO / "presets" / "quick.yaml", ["projector.teachers=[1, 7]"])
+
+
+def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
+    params, _, projector, distilled = fitted
+    root = projector.file.parents[1]
+    for source, target in (
+        ("data", "data"),
+        ("teachers", "teachers"),
+        ("distilled", "distilled"),
+        ("projector", "projector"),
+    ):
+        shutil.copytree(root / source, workdir / "artifacts" / target)
+    quick = str(REPO / "presets" / "quick.yaml")
+    refined = CliRunner().invoke(app, ["refine-images", "-p", quick])
+    assert refined.exit_code == 0, refined.output
+    assert "agreement on the distilled images" in refined.output
+    assert len(list((workdir / "artifacts/refined/images").glob("*.png"))) == 8
+    modes = ["-S", "student.label_modes=[hard, projector]", "-S", "student.seeds=[0]"]
+    students = CliRunner().invoke(app, ["evaluate-students", "-p", quick, *modes])
+    assert students.exit_code == 0, students.output
+    table = json.loads((workdir / "metrics/students.json").read_text())
+    assert set(table["resnet18"]) == {"hard", "projector"} and table["resnet18"]["hard"]["seeds"] == 1
+    assert (
+        "projector" in students.output
+        and f"{table['resnet18']['projector']['extra_storage_bytes']:,}" in students.output
+    )
