@@ -63,7 +63,7 @@ class TeacherParams:
     label_smoothing: float = 0.1
     crop_padding: int = 2  # random-crop augmentation: pad then crop back to size
     flip: bool = True
-    eval_images: int | None = 2000  # test images scored per kept epoch (None: all); the last is scored on all
+    eval_images: int | None = 2000  # val images scored per kept epoch (None: all); the last: all test images
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size"):

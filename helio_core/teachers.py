@@ -137,10 +137,12 @@ def train_trajectory(
 def run_train_teachers(
     params: Params, paths: TeacherPaths = TeacherPaths(), data_paths: DataPaths = DataPaths()
 ) -> dict:
-    """Train the trajectory, save the kept epochs, write test accuracy per kept epoch to metrics."""
+    """Train the trajectory, save the kept epochs, write validation accuracy per kept epoch to metrics
+    (choices of teacher windows read it) and the last kept epoch's accuracy on the whole test split."""
     started = time.perf_counter()
     classes, class_hash = load_classes(data_paths.classes)
     train, train_meta = load_split(data_paths.train, class_hash)
+    val, _ = load_split(data_paths.val, class_hash)
     test, _ = load_split(data_paths.test, class_hash)
     teacher = params.teachers
     torch.manual_seed(params.seed)
@@ -152,9 +154,9 @@ def run_train_teachers(
     record = artifacts.provenance(
         "train_teachers", {"seed": params.seed, "teachers": as_dict(teacher)}, {"train": data_paths.train}
     )
-    eval_count = min(teacher.eval_images or len(test.labels), len(test.labels))
-    eval_index = torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(params.seed))[:eval_count]
-    eval_images, eval_labels = test.images[eval_index], test.labels[eval_index]
+    eval_count = min(teacher.eval_images or len(val.labels), len(val.labels))
+    eval_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[:eval_count]
+    eval_images, eval_labels = val.images[eval_index], val.labels[eval_index]
     kept: dict[str, float] = {}
     with artifacts.atomic_path(paths.folder) as folder, progress_bar() as bar:
         folder.mkdir()
@@ -167,11 +169,11 @@ def run_train_teachers(
             acc = accuracy(model, eval_images, eval_labels, partial(bar.advance, scoring))
             bar.remove_task(scoring)
             kept[str(epoch)] = round(acc, 5)
-            bar.console.print(f"epoch {epoch}: test accuracy {acc:.4f} on {eval_count} test images")
+            bar.console.print(f"epoch {epoch}: validation accuracy {acc:.4f} on {eval_count} val images")
             metadata = {
                 "epoch": epoch,
-                "test_acc": acc,
-                "test_images": eval_count,
+                "val_acc": acc,
+                "val_images": eval_count,
                 "classes_sha256": class_hash,
                 "provenance": record,
             }
@@ -181,8 +183,8 @@ def run_train_teachers(
         scoring = bar.add_task(f"score epoch {last} on the full test split", total=len(test.labels), status="")
         final_acc = accuracy(last_model, test.images, test.labels, partial(bar.advance, scoring))
     metrics = {
-        "test_acc": kept,
-        "test_images": eval_count,
+        "val_acc": kept,
+        "val_images": eval_count,
         "last_epoch": last,
         "last_test_acc_full": round(final_acc, 5),
         "full_test_images": len(test.labels),

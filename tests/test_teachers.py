@@ -23,7 +23,8 @@ def test_trajectory_keeps_listed_epochs_and_learns(workdir, quick_params):
     metrics = run_train_teachers(quick_params)
     paths = TeacherPaths()
     assert sorted(p.name for p in paths.folder.iterdir()) == [f"epoch_00{e}.safetensors" for e in (1, 2, 3, 4)]
-    assert set(metrics["test_acc"]) == {"1", "2", "3", "4"} and metrics["last_epoch"] == 4
+    assert set(metrics["val_acc"]) == {"1", "2", "3", "4"} and metrics["last_epoch"] == 4
+    assert metrics["val_images"] == 32  # the quick preset's validation split, not the test split
     assert metrics["last_test_acc_full"] > 0.5  # 4 classes: chance is 0.25
     teacher, metadata = models.load_checkpoint(paths.checkpoint(2))
     assert metadata["epoch"] == 2 and metadata["provenance"]["inputs"]["train"]
