@@ -44,6 +44,13 @@ class ProjectorPaths:
     metrics: Path = Path("metrics/projector.json")
 
 
+def distillation_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(target/T) || softmax(logits/T)), batch mean (Hinton et al.; RDED's student loss)."""
+    log_p = F.log_softmax(logits / temperature, dim=-1)
+    log_q = F.log_softmax(target_logits / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+
+
 def projector_loss(
     logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, params: ProjectorParams
 ) -> torch.Tensor:
@@ -51,9 +58,7 @@ def projector_loss(
     if params.loss == "mse":
         soft = F.mse_loss(logits, target)
     else:
-        t = params.temperature
-        log_p, log_q = F.log_softmax(logits / t, -1), F.log_softmax(target / t, -1)
-        soft = t * t * F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+        soft = distillation_kl(logits, target, params.temperature)
     return soft + params.lambda_ce * F.cross_entropy(logits, labels)
 
 

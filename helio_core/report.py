@@ -17,7 +17,7 @@ MODE_NAMES = {
 
 
 def write_storage(
-    path: Path, extra: dict[str, int], images: int, config: StudentParams, classes: int, image_files: list[Path]
+    path: Path, extra: dict[str, int], images: int, config: StudentParams, classes: int, images_bytes: int
 ) -> dict:
     """Measured bytes of every deliverable here, the stored-label formula checked against the measured
     file, and the same accounting projected to ImageNet-1K."""
@@ -27,8 +27,8 @@ def write_storage(
             "projector_bytes": extra["projector"],
             "teacher_checkpoint_bytes": extra["teacher"],
             "stored_labels_bytes": extra["stored"],
-            "images_png_bytes": storage.files_bytes(image_files),
-            "images": len(image_files),
+            "images_png_bytes": images_bytes,
+            "images": images,
         },
         "stored_labels_formula": {
             "images": images,

@@ -29,7 +29,7 @@ from helio_core.errors import HelioError
 from helio_core.params import LabelMode, Params, StudentParams
 from helio_core.progress import progress_bar
 from helio_core.projector import load_projector
-from helio_core.projector_fit import ProjectorPaths
+from helio_core.projector_fit import ProjectorPaths, distillation_kl
 from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor
 
 SoftLabels = Callable[[int, slice, torch.Tensor], torch.Tensor | None]  # (epoch, positions, views) -> logits
@@ -46,13 +46,6 @@ class StudentRun:
     val_acc: float
     curve: list[tuple[int, float, float | None]]
     seconds: float
-
-
-def distillation_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(softmax(target/T) || softmax(logits/T)), batch mean (Hinton et al.; RDED's student loss)."""
-    log_p = F.log_softmax(logits / temperature, dim=1)
-    log_q = F.log_softmax(target_logits / temperature, dim=1)
-    return temperature**2 * F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
 
 
 def student_loss(
@@ -315,7 +308,7 @@ def run_evaluate_students(
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     artifacts.write_json(paths.metrics, metrics)
-    report.write_storage(paths.storage, extra, len(labels), config, num_classes, image_files)
+    report.write_storage(paths.storage, extra, len(labels), config, num_classes, metrics["images_bytes"])
     report.write_curves(paths.curves, curve_rows(runs))
     report.plot_accuracy_vs_storage(paths.accuracy_plot, summary, metrics["images_bytes"], params.select.ipc)
     return metrics
