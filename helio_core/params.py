@@ -123,6 +123,9 @@ class ProjectorParams:
     features: Literal["multi", "final"] = "multi"  # efficientnet_lite0: pooled mid-level stages or the head
     head_init: Literal["text", "prototypes", "random"] = "prototypes"
     teachers: list[int] | None = None  # kept teacher epochs whose mean logits are the target (None: all kept)
+    target: Literal["mean_logits", "mean_probs"] = "mean_logits"  # how the weak teachers are combined;
+    # mean_probs: T * log of the mean softmax at projector.temperature (an ensemble's averaged belief)
+    distilled_repeats: int = 0  # the distilled images join the fit pool this many times (0: train images only)
     train_images: int | None = 6000  # train-split images the projector is fitted on (None: all but val)
     val_images: int = 1000  # held out from the train split: early stopping and reporting
     test_images: int | None = 2000  # test images for the metrics (None: all)
@@ -145,6 +148,8 @@ class ProjectorParams:
         for key in ("resolution", "train_images", "test_images"):
             if getattr(self, key) is not None:
                 _positive(f"projector.{key}", getattr(self, key))
+        if self.distilled_repeats < 0:
+            raise HelioError(f"projector.distilled_repeats must be >= 0, got {self.distilled_repeats}")
         for key in ("lr", "temperature", "logit_scale"):
             if getattr(self, key) <= 0:
                 raise HelioError(f"projector.{key} must be > 0, got {getattr(self, key)}")
@@ -204,7 +209,9 @@ class StudentParams:
     crop_scale: list[float] | None = None  # RandomResizedCrop area range; None: (1/select.factor, 1)
     flip: bool = True  # false for data whose classes change when mirrored
     cutmix: bool = True
-    projector_loss: Literal["mse", "kl"] = "mse"  # mse: Algorithm 1, MSE(f(A(X)), projector(A(X)))
+    projector_loss: Literal["mse", "kl", "mse_probs"] = "mse"  # mse: Algorithm 1, MSE(f(A(X)), projector(A(X)));
+    # kl: KL at temperature; mse_probs: MSE between the softmaxes at temperature
+    standardise: bool = False  # projector mode: z-score both logit vectors first (Sun et al., CVPR 2024)
     beta: float = 0.1  # weight of the hard-label CE beside the projector loss (Algorithm 1's beta)
     temperature: float = 4.0  # KL temperature of the teacher and stored modes (and projector_loss=kl)
     eval_every: int = 25  # epochs between points of the validation curve

@@ -1,9 +1,9 @@
 """Stage `fit_projector`: fit the projector's LoRA factors to the weak teachers (paper Eq. 5).
 
 Loss: MSE(f(X), Y') + lambda * CE(f(X), Y), with Y' the mean logits of the kept weak teachers on the
-same images (or, with projector.loss=kl, a temperature-scaled KL to softmax(Y'/T)). The teachers'
-mean logits are computed once per image and view (identity and mirror) and reused every epoch:
-running nine ResNet-18s per batch would cost far more than the projector itself.
+same images (or, with projector.loss=kl, a temperature-scaled KL to softmax(Y'/T)). With views=plain the
+targets are computed once per image and view (identity and mirror) and reused every epoch; with
+views=student every fresh view is labelled by the teachers as it is drawn.
 """
 
 from __future__ import annotations
@@ -62,13 +62,22 @@ def projector_loss(
     return soft + params.lambda_ce * F.cross_entropy(logits, labels)
 
 
+def combine_teachers(logits: list[torch.Tensor], params: ProjectorParams) -> torch.Tensor:
+    """The weak teachers' joint target: their mean logits, or (target=mean_probs) T * log of their mean
+    softmax at T, whose softmax at T is exactly the ensemble's averaged distribution."""
+    if params.target == "mean_logits":
+        return sum(logits) / len(logits)
+    t = params.temperature
+    log_probs = F.log_softmax(torch.stack(logits) / t, dim=-1)
+    return t * (torch.logsumexp(log_probs, dim=0) - math.log(len(logits)))
+
+
 def mean_teacher_logits(
-    teachers: list[nn.Module], images: torch.Tensor, on_batch=None, mirrored: bool = False
+    teachers: list[nn.Module], images: torch.Tensor, params: ProjectorParams, on_batch=None, mirrored: bool = False
 ) -> torch.Tensor:
-    """Mean logits of the teachers on uint8 images (mirrored left-right when asked)."""
+    """The teachers' combined target on uint8 images (mirrored left-right when asked)."""
     views = images.flip(-1) if mirrored else images
-    total = sum(predict_logits(teacher, views, on_batch=on_batch) for teacher in teachers)
-    return total / len(teachers)
+    return combine_teachers([predict_logits(teacher, views, on_batch=on_batch) for teacher in teachers], params)
 
 
 def agreement_metrics(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -122,19 +131,19 @@ def student_views(
     num_classes: int,
     student: StudentParams,
     crop_scale: list[float],
-    batch_size: int,
+    params: ProjectorParams,
 ) -> Batches:
     """Fresh student-style views every epoch (the students' RandomResizedCrop, flip and CutMix: what the
-    projector will label), with the teachers' mean logits computed on each view and CutMix-mixed hard labels."""
+    projector will label), with the teachers' target computed on each view and CutMix-mixed hard labels."""
 
     def epoch(generator: torch.Generator):
         size = images.shape[-1]
-        plan = plan_views(len(labels), 1, batch_size, size, crop_scale, student.flip, student.cutmix, generator)
+        plan = plan_views(len(labels), 1, params.batch_size, size, crop_scale, student.flip, student.cutmix, generator)
         for batch in plan.batches():
             views, hard = render_views(images, labels, plan, 0, batch, num_classes)
             with torch.no_grad():
                 channels_last = views.contiguous(memory_format=torch.channels_last)
-                target = sum(teacher.eval()(channels_last) for teacher in teachers) / len(teachers)
+                target = combine_teachers([teacher.eval()(channels_last) for teacher in teachers], params)
             yield views, target, hard
 
     return epoch
@@ -210,6 +219,14 @@ def run_fit_projector(
     fit_index = order[config.val_images :][: config.train_images]
     test_index = torch.randperm(len(test.labels), generator=generator)[: config.test_images or len(test.labels)]
     fit_images, fit_labels = train.images[fit_index], train.labels[fit_index]
+    if config.distilled_repeats:
+        if distilled_images.shape[1:] != fit_images.shape[1:]:
+            raise HelioError(
+                f"projector.distilled_repeats: distilled images are {tuple(distilled_images.shape[1:])}, "
+                f"train images {tuple(fit_images.shape[1:])}"
+            )
+        fit_images = torch.cat([fit_images, distilled_images.repeat(config.distilled_repeats, 1, 1, 1)])
+        fit_labels = torch.cat([fit_labels, distilled_labels.repeat(config.distilled_repeats)])
     val_images, val_labels = train.images[val_index], train.labels[val_index]
     test_images, test_labels = test.images[test_index], test.labels[test_index]
 
@@ -217,22 +234,22 @@ def run_fit_projector(
         views = (2 if config.flip else 1) if config.views == "plain" else 0
         task = bar.add_task(
             f"mean logits of {len(teachers)} teachers",
-            total=len(teachers) * (views * len(fit_index) + len(val_index) + len(test_index)),
+            total=len(teachers) * (views * len(fit_labels) + len(val_index) + len(test_index)),
             status="",
         )
         tick = partial(bar.advance, task)
         if config.views == "plain":
             fit_targets = torch.stack(
-                [mean_teacher_logits(teachers, fit_images, tick, mirrored=bool(v)) for v in range(views)], dim=1
+                [mean_teacher_logits(teachers, fit_images, config, tick, mirrored=bool(v)) for v in range(views)],
+                dim=1,
             )
             batches = fixed_views(fit_images, fit_labels, fit_targets, config)
         else:
             batches = student_views(
-                fit_images, fit_labels, teachers, len(classes), params.student, params.student_crop_scale,
-                config.batch_size,
-            )  # fmt: skip
-        val_targets = mean_teacher_logits(teachers, val_images, tick)
-        test_targets = mean_teacher_logits(teachers, test_images, tick)
+                fit_images, fit_labels, teachers, len(classes), params.student, params.student_crop_scale, config
+            )
+        val_targets = mean_teacher_logits(teachers, val_images, config, tick)
+        test_targets = mean_teacher_logits(teachers, test_images, config, tick)
 
         spec = ProjectorSpec(
             config.backbone, config.resolution, config.features, config.head_init,
@@ -243,7 +260,7 @@ def run_fit_projector(
         before = agreement_metrics(project(projector, test_images), test_targets, test_labels)
         bar.console.print(f"projector before fitting (head init only): {before}")
         val = (val_images, val_labels, val_targets)
-        steps = math.ceil(len(fit_index) / config.batch_size)
+        steps = math.ceil(len(fit_labels) / config.batch_size)
         history = fit(projector, batches, steps, val, config, generator, bar)
 
     record = artifacts.provenance(

@@ -59,12 +59,22 @@ def student_loss(
     if mode == "hard":
         return F.cross_entropy(logits, hard)
     if mode == "projector":
+        student = standardised(logits) if params.standardise else logits
+        target = standardised(soft) if params.standardise else soft
         if params.projector_loss == "mse":
-            matched = F.mse_loss(logits, soft)
+            matched = F.mse_loss(student, target)
+        elif params.projector_loss == "kl":
+            matched = distillation_kl(student, target, params.temperature)
         else:
-            matched = distillation_kl(logits, soft, params.temperature)
+            t = params.temperature
+            matched = F.mse_loss(F.softmax(student / t, -1), F.softmax(target / t, -1), reduction="sum") / len(logits)
         return matched + params.beta * F.cross_entropy(logits, hard)
     return distillation_kl(logits, soft, params.temperature)
+
+
+def standardised(logits: torch.Tensor) -> torch.Tensor:
+    """Each logit vector z-scored: matches the shape of the distribution, not the labeller's logit scale."""
+    return (logits - logits.mean(-1, keepdim=True)) / (logits.std(-1, keepdim=True) + 1e-7)
 
 
 def online_labels(labeller: nn.Module) -> SoftLabels:

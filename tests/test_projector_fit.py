@@ -11,8 +11,14 @@ from helio_core.cli import app
 from helio_core.data import DataPaths, run_prepare
 from helio_core.distilled import DistilledPaths
 from helio_core.errors import HelioError
-from helio_core.params import load_params
-from helio_core.projector_fit import ProjectorPaths, mean_teacher_logits, projector_loss, run_fit_projector
+from helio_core.params import ProjectorParams, load_params
+from helio_core.projector_fit import (
+    ProjectorPaths,
+    combine_teachers,
+    mean_teacher_logits,
+    projector_loss,
+    run_fit_projector,
+)
 from helio_core.selection import run_select_patches
 from helio_core.teachers import TeacherPaths, run_train_teachers
 from tests.conftest import REPO
@@ -43,8 +49,18 @@ def test_mean_teacher_logits_average_and_mirror():
     images = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
     images[..., 0] = 255
     teachers = [Column(1.0), Column(3.0)]
-    assert mean_teacher_logits(teachers, images).tolist() == [[2.0, 1.0]]
-    assert mean_teacher_logits(teachers, images, mirrored=True).tolist() == [[0.0, 1.0]]
+    params = ProjectorParams()
+    assert mean_teacher_logits(teachers, images, params).tolist() == [[2.0, 1.0]]
+    assert mean_teacher_logits(teachers, images, params, mirrored=True).tolist() == [[0.0, 1.0]]
+
+
+def test_mean_probs_target_is_the_ensembles_averaged_distribution():
+    logits = [torch.tensor([[4.0, 0.0, -2.0]]), torch.tensor([[-1.0, 3.0, 0.5]])]
+    params = ProjectorParams(target="mean_probs", temperature=2.0)
+    target = combine_teachers(logits, params)
+    expected = (F.softmax(logits[0] / 2, -1) + F.softmax(logits[1] / 2, -1)) / 2
+    torch.testing.assert_close(F.softmax(target / 2, -1), expected)
+    torch.testing.assert_close(combine_teachers(logits, ProjectorParams()), (logits[0] + logits[1]) / 2)
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,19 @@ def test_label_mode_losses():
     torch.testing.assert_close(student.student_loss("stored", logits, target, hard, config), expected)
     kl = _config("student.projector_loss=kl", "student.temperature=2", "student.beta=0")
     torch.testing.assert_close(student.student_loss("projector", logits, target, hard, kl), expected)
+    probs = _config("student.projector_loss=mse_probs", "student.temperature=2", "student.beta=0")
+    expected = ((F.softmax(logits / 2, 1) - p) ** 2).sum(1).mean()
+    torch.testing.assert_close(student.student_loss("projector", logits, target, hard, probs), expected)
+
+
+def test_standardised_projector_loss_ignores_the_labellers_logit_scale():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]])
+    target = torch.tensor([[0.0, 3.0, 0.0], [1.0, 0.0, 0.0]])
+    hard = F.one_hot(torch.tensor([1, 0]), 3).float()
+    config = _config("student.standardise=true", "student.beta=0")
+    scaled = student.student_loss("projector", logits, 7.0 * target + 2.0, hard, config)
+    torch.testing.assert_close(student.student_loss("projector", logits, target, hard, config), scaled)
+    assert student.student_loss("projector", 3.0 * target - 1.0, target, hard, config) < 1e-10
 
 
 def test_stored_labels_file_is_labels_plus_records_and_replays_exactly(tmp_path):
