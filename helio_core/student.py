@@ -262,16 +262,17 @@ def run_evaluate_students(
     runs: list[StudentRun] = []
     stored: dict[int, torch.Tensor] = {}
     with progress_bar() as bar, parametrize.cached():
-        if "stored" in config.label_modes:
-            task = bar.add_task("store the teacher's labels", total=len(config.seeds), status="")
-            with artifacts.atomic_path(paths.stored_labels) as folder:
-                folder.mkdir()
+        with artifacts.atomic_path(paths.stored_labels) as folder:
+            folder.mkdir()  # left empty without the `stored` mode: the stage's output still exists
+            if "stored" in config.label_modes:
+                task = bar.add_task("store the teacher's labels", total=len(config.seeds), status="")
                 for seed, plan in plans.items():
                     logits = teacher_view_logits(teacher, images, labels, plan, num_classes)
                     metadata = {"seed": seed, "batch_size": config.batch_size, "teacher": teacher_file.name,
                                 "classes_sha256": class_hash}  # fmt: skip
                     save_stored_labels(paths.stored_file(seed, folder), logits, plan, metadata)
                     bar.advance(task)
+        if "stored" in config.label_modes:
             for seed in config.seeds:
                 stored[seed], plans[seed] = load_stored_labels(paths.stored_file(seed))
         sources: dict[str, Callable[[int], SoftLabels | None]] = {

@@ -131,6 +131,7 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
     assert students.exit_code == 0, students.output
     table = json.loads((workdir / "metrics/students.json").read_text())
     assert set(table["resnet18"]) == {"hard", "projector"} and table["resnet18"]["hard"]["seeds"] == 1
+    assert list((workdir / "artifacts/stored_labels").iterdir()) == []  # the stage's output exists, empty
     assert (
         "projector" in students.output
         and f"{table['resnet18']['projector']['extra_storage_bytes']:,}" in students.output
