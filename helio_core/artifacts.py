@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 import helio_core
 from helio_core.errors import HelioError
 
 FORMAT_VERSION = 1
 _META_KEY = "helio"
+_DIGEST_KEY = "helio_tensors_sha256"  # beside the metadata record: catches damage inside the tensor data
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -91,11 +92,22 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """One hash over the names, dtypes, shapes and bytes of tensors, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Write tensors as safetensors with `metadata` (JSON) in the header, atomically."""
-    header = {_META_KEY: json.dumps(metadata, sort_keys=True)}
+    """Write tensors as safetensors with `metadata` (JSON) and the tensors' sha256 in the header, atomically."""
+    tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    header = {_META_KEY: json.dumps(metadata, sort_keys=True), _DIGEST_KEY: tensors_sha256(tensors)}
     with atomic_path(path) as staged:
-        save_file({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, str(staged), header)
+        save_file(tensors, str(staged), header)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -110,18 +122,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             if size > 100_000_000:
                 raise ValueError("header size out of range")
             header = json.loads(handle.read(size))
-        return json.loads(header["__metadata__"][_META_KEY])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        metadata = json.loads(header["__metadata__"][_META_KEY])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as error:
         raise HelioError(f"{path}: not a helio safetensors file ({error})") from None
+    if not isinstance(metadata, dict):
+        raise HelioError(f"{path}: not a helio safetensors file (its metadata record is not a JSON object)")
+    return metadata
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a helio safetensors file."""
+    """Tensors and metadata of a helio safetensors file, checked against the recorded sha256 when there is one
+    (files written before it was recorded have none)."""
     metadata = read_metadata(path)
     try:
-        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get(_DIGEST_KEY)
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise HelioError(f"{path}: corrupt or truncated safetensors file ({error})") from None
+    if recorded is not None and tensors_sha256(tensors) != recorded:
+        raise HelioError(f"{path}: damaged: its tensors do not match the sha256 recorded when it was written")
     return tensors, metadata
 
 
@@ -134,7 +154,7 @@ def read_json(path: str | Path) -> Any:
     path = _existing(path)
     try:
         return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise HelioError(f"{path}: not valid JSON ({error})") from None
 
 
