@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 import helio_core
 from helio_core.errors import HelioError
 
 FORMAT_VERSION = 1
 _META_KEY = "helio"
-_DIGEST_KEY = "helio_tensors_sha256"  # beside the metadata record: catches damage inside the tensor data
+_DIGEST_KEY = "tensors_sha256"  # added to the metadata record on write, taken out on read
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -103,15 +103,22 @@ def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Write tensors as safetensors with `metadata` (JSON) and the tensors' sha256 in the header, atomically."""
+    """Write tensors as safetensors with `metadata` and the tensors' sha256 as one JSON record in the header
+    (one key: safetensors writes several header keys in an unspecified order, and files must be byte-stable)."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-    header = {_META_KEY: json.dumps(metadata, sort_keys=True), _DIGEST_KEY: tensors_sha256(tensors)}
+    header = {_META_KEY: json.dumps({**metadata, _DIGEST_KEY: tensors_sha256(tensors)}, sort_keys=True)}
     with atomic_path(path) as staged:
         save_file(tensors, str(staged), header)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata record of a helio safetensors file, without reading its tensors."""
+    metadata = _read_record(path)
+    metadata.pop(_DIGEST_KEY, None)
+    return metadata
+
+
+def _read_record(path: str | Path) -> dict[str, Any]:
     path = _existing(path)
     try:
         with open(path, "rb") as handle:
@@ -133,11 +140,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and metadata of a helio safetensors file, checked against the recorded sha256 when there is one
     (files written before it was recorded have none)."""
-    metadata = read_metadata(path)
+    metadata = _read_record(path)
+    recorded = metadata.pop(_DIGEST_KEY, None)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            recorded = (handle.metadata() or {}).get(_DIGEST_KEY)
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise HelioError(f"{path}: corrupt or truncated safetensors file ({error})") from None
     if recorded is not None and tensors_sha256(tensors) != recorded:
