@@ -1,5 +1,5 @@
 """Reruns of the quick pipeline: seeded CPU runs are byte-identical, and a stage killed mid-write leaves the
-previous outputs in place and reruns cleanly."""
+previous outputs in place, as DVC recorded them, and `dvc repro` reruns it cleanly."""
 
 import os
 import shutil
@@ -82,7 +82,7 @@ main()
 
 
 @pytest.mark.slow
-def test_stage_killed_mid_write_keeps_previous_outputs_and_reruns(first_run, project_copy):
+def test_stage_killed_mid_write_keeps_previous_outputs_and_dvc_repro_recovers(first_run, project_copy):
     root = project_copy
     for folder in ("artifacts", "metrics", "plots"):
         shutil.copytree(first_run / folder, root / folder)
@@ -90,9 +90,12 @@ def test_stage_killed_mid_write_keeps_previous_outputs_and_reruns(first_run, pro
     for section, values in SHORTER.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(root), "DVC_NO_ANALYTICS": "1"}
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+    _dvc(root, env, "commit", "-f", "-q", "--with-deps", "fit_projector")  # these outputs, as DVC's lock records
     before = _files(root)
     metrics_before = (root / "metrics/projector.json").read_bytes()
-    env = {**os.environ, "PYTHONPATH": str(root)}
 
     stage = subprocess.Popen([sys.executable, "-c", STALL_IN_WRITE], cwd=root, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -107,17 +110,23 @@ def test_stage_killed_mid_write_keeps_previous_outputs_and_reruns(first_run, pro
     assert stage.returncode == -signal.SIGKILL
     assert _files(root) == before and (root / "metrics/projector.json").read_bytes() == metrics_before
     assert [p.name for p in (root / "artifacts/projector").iterdir()] == ["projector.safetensors"]
-    leftovers = [p for p in (root / "artifacts").iterdir() if p.name.startswith(".")]
+    leftovers = [p for p in (root / "artifacts").iterdir() if p.name.startswith(".") and p.name != ".gitignore"]
     assert [p.name.endswith(".tmp") for p in leftovers] == [True]  # the staging folder, ignored by .dvcignore
     half_written = list(leftovers[0].rglob("projector.safetensors"))
     assert len(half_written) == 1
     assert half_written[0].stat().st_size < (root / "artifacts/projector/projector.safetensors").stat().st_size
 
-    rerun = subprocess.run(
-        [sys.executable, "-m", "stages.fit_projector"], cwd=root, env=env, capture_output=True, text=True
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    assert "up to date" in _dvc(root, env, "status", "fit_projector")  # DVC sees the previous outputs, unchanged
+    assert "Running stage 'fit_projector'" in _dvc(root, env, "repro", "--force", "--single-item", "fit_projector")
     assert _files(root) == before  # the rerun rewrote the same bytes
+    assert "up to date" in _dvc(root, env, "status", "fit_projector")
     class_hash = artifacts.read_json(root / "artifacts/data/classes.json")["sha256"]
     images = load_distilled(DistilledPaths(root / "artifacts/distilled"), class_hash)
     load_projector(root / "artifacts/projector/projector.safetensors", *images, class_hash)
+
+
+def _dvc(root, env, *arguments: str) -> str:
+    command = [sys.executable, "-m", "dvc", *arguments]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"dvc {' '.join(arguments)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
