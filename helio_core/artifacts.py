@@ -29,6 +29,7 @@ from helio_core.errors import HelioError
 
 FORMAT_VERSION = 1
 _META_KEY = "helio"
+_DIGEST_KEY = "tensors_sha256"  # added to the metadata record on write, taken out on read
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -91,15 +92,33 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """One hash over the names, dtypes, shapes and bytes of tensors, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Write tensors as safetensors with `metadata` (JSON) in the header, atomically."""
-    header = {_META_KEY: json.dumps(metadata, sort_keys=True)}
+    """Write tensors as safetensors with `metadata` and the tensors' sha256 as one JSON record in the header
+    (one key: safetensors writes several header keys in an unspecified order, and files must be byte-stable)."""
+    tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    header = {_META_KEY: json.dumps({**metadata, _DIGEST_KEY: tensors_sha256(tensors)}, sort_keys=True)}
     with atomic_path(path) as staged:
-        save_file({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, str(staged), header)
+        save_file(tensors, str(staged), header)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata record of a helio safetensors file, without reading its tensors."""
+    metadata = _read_record(path)
+    metadata.pop(_DIGEST_KEY, None)
+    return metadata
+
+
+def _read_record(path: str | Path) -> dict[str, Any]:
     path = _existing(path)
     try:
         with open(path, "rb") as handle:
@@ -110,18 +129,25 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             if size > 100_000_000:
                 raise ValueError("header size out of range")
             header = json.loads(handle.read(size))
-        return json.loads(header["__metadata__"][_META_KEY])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        metadata = json.loads(header["__metadata__"][_META_KEY])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as error:
         raise HelioError(f"{path}: not a helio safetensors file ({error})") from None
+    if not isinstance(metadata, dict):
+        raise HelioError(f"{path}: not a helio safetensors file (its metadata record is not a JSON object)")
+    return metadata
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a helio safetensors file."""
-    metadata = read_metadata(path)
+    """Tensors and metadata of a helio safetensors file, checked against the recorded sha256 when there is one
+    (files written before it was recorded have none)."""
+    metadata = _read_record(path)
+    recorded = metadata.pop(_DIGEST_KEY, None)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise HelioError(f"{path}: corrupt or truncated safetensors file ({error})") from None
+    if recorded is not None and tensors_sha256(tensors) != recorded:
+        raise HelioError(f"{path}: damaged: its tensors do not match the sha256 recorded when it was written")
     return tensors, metadata
 
 
@@ -134,7 +160,7 @@ def read_json(path: str | Path) -> Any:
     path = _existing(path)
     try:
         return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise HelioError(f"{path}: not valid JSON ({error})") from None
 
 

@@ -16,6 +16,7 @@ Ids:
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ def load_efficientnet_lite0(path: Path) -> nn.Module:
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
         raise HelioError(f"{path}: cannot read EfficientNet-Lite0 weights ({error})") from None
     target = model.state_dict()
     shapes = [tuple(t.shape) for t in state.values()]
@@ -184,14 +185,20 @@ def _open_clip(backbone_id: str, spec: str, resolution: int | None) -> Backbone:
     import open_clip
 
     model_name, _, pretrained = spec.partition("/")
+    if model_name not in open_clip.list_models():
+        raise HelioError(f"projector.backbone={backbone_id}: open_clip has no model {model_name!r}")
+    is_file = bool(pretrained) and Path(pretrained).is_file()
+    if pretrained and not is_file and not open_clip.get_pretrained_cfg(model_name, pretrained):
+        raise HelioError(
+            f"projector.backbone={backbone_id}: {pretrained!r} is neither a pretrained tag of {model_name} "
+            "nor a checkpoint file"
+        )
     extra = {"force_image_size": resolution} if resolution else {}
     try:
         model = open_clip.create_model(model_name, pretrained=pretrained or None, **extra)
-    except RuntimeError as error:
-        if "Unknown model" in str(error) or "not found" in str(error).lower():
-            raise HelioError(f"projector.backbone={backbone_id}: {error}") from None
-        raise HelioError(_offline_hint(backbone_id, model_name, pretrained, error)) from None
-    except (OSError, ValueError) as error:
+    except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as error:
+        if is_file:
+            raise HelioError(f"{pretrained}: not an open_clip {model_name} checkpoint ({_first_line(error)})") from None
         raise HelioError(_offline_hint(backbone_id, model_name, pretrained, error)) from None
     model.eval()
     visual = model.visual
@@ -210,8 +217,12 @@ def _open_clip(backbone_id: str, spec: str, resolution: int | None) -> Backbone:
     return _build(backbone_id, visual, Preprocess(size, mean, std), text_head)
 
 
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def _offline_hint(backbone_id: str, model_name: str, pretrained: str, error: Exception) -> str:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reason = _first_line(error)
     return (
         f"projector.backbone={backbone_id}: cannot load pretrained weights {pretrained!r} ({reason}); "
         f"without internet, copy the checkpoint file here and use open_clip:{model_name}//path/to/checkpoint.pt"
@@ -228,7 +239,7 @@ def _torchvision(backbone_id: str, spec: str, resolution: int) -> Backbone:
     if weights and Path(weights).is_file():
         try:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except (RuntimeError, OSError) as error:
+        except (RuntimeError, OSError, pickle.UnpicklingError) as error:
             raise HelioError(f"{weights}: not a {name} state dict ({str(error).splitlines()[0]})") from None
     elif weights:
         try:

@@ -41,7 +41,13 @@ def load_distilled(paths: DistilledPaths, expected_classes_sha256: str) -> tuple
     present = len(list((paths.folder / "images").glob("*.png")))
     if present != len(files):
         raise HelioError(f"{labels_file}: lists {len(files)} images but {paths.folder / 'images'} holds {present} PNGs")
-    return torch.stack([artifacts.read_png(file) for file in files]), torch.tensor(labels, dtype=torch.int64)
+    if not files:
+        raise HelioError(f"{labels_file}: lists no images")
+    images = [artifacts.read_png(file) for file in files]
+    for file, image in zip(files, images, strict=True):
+        if image.shape != images[0].shape:
+            raise HelioError(f"{file}: image is {tuple(image.shape)}, expected {tuple(images[0].shape)} as {files[0]}")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
 def save_grid(path: Path, images: torch.Tensor, per_row: int) -> None:

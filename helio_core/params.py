@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from helio_core import models
 from helio_core.errors import HelioError
 
 
@@ -66,6 +67,7 @@ class TeacherParams:
     eval_images: int | None = 2000  # val images scored per kept epoch (None: all); the last: all test images
 
     def validate(self) -> None:
+        _known_arch("teachers.arch", self.arch)
         for key in ("epochs", "batch_size"):
             _positive(f"teachers.{key}", getattr(self, key))
         if self.epoch_images is not None:
@@ -226,6 +228,8 @@ class StudentParams:
                 raise HelioError(f"student.{key} must list at least one entry")
             if len(set(values)) != len(values):
                 raise HelioError(f"student.{key} lists an entry twice: {values}")
+        for index, arch in enumerate(self.archs):
+            _known_arch(f"student.archs[{index}]", arch)
         for key in ("lr", "temperature"):
             if getattr(self, key) <= 0:
                 raise HelioError(f"student.{key} must be > 0, got {getattr(self, key)}")
@@ -378,3 +382,9 @@ def _describe(hint: Any) -> str:
 def _positive(key: str, value: int) -> None:
     if value <= 0:
         raise HelioError(f"{key} must be > 0, got {value}")
+
+
+def _known_arch(key: str, name: str) -> None:
+    """Architectures are checked here, before any stage runs, not when the first model is built."""
+    if name not in models.list_models():
+        raise HelioError(f"{key} must be one of {', '.join(models.list_models())}; got {name!r}")

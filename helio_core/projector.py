@@ -207,18 +207,19 @@ def load_projector(
             f"{path}: helio format version {metadata.get('format_version')}, "
             f"this helio reads version {artifacts.FORMAT_VERSION}"
         )
+    spec = _checked_record(path, metadata, tensors)
     if expected_classes_sha256 is not None and metadata["classes_sha256"] != expected_classes_sha256:
         raise HelioError(
             f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…, "
             f"expected {expected_classes_sha256[:12]}…)"
         )
-    spec = ProjectorSpec(**metadata["spec"])
     backbone = create_backbone(spec.backbone, spec.resolution, spec.features)
     if backbone.weights_sha256 != metadata["backbone_weights_sha256"]:
         raise HelioError(
             f"{path}: made for other {spec.backbone} weights (sha256 {metadata['backbone_weights_sha256'][:12]}…, "
             f"these are {backbone.weights_sha256[:12]}…)"
         )
+    _check_head_shapes(path, tensors, metadata["head_form"], (len(metadata["classes"]), backbone.feature_dim))
     if metadata["head_form"] == "merged":
         head = tensors["head.weight"].float()
     else:
@@ -239,3 +240,61 @@ def load_projector(
         delta.lora_a.data.copy_(tensors["head.lora_a"].float())
         delta.lora_b.data.copy_(tensors["head.lora_b"].float())
     return projector.eval(), metadata
+
+
+_HEAD_TENSORS = {
+    "merged": ("head.weight",), "dense": ("head.delta",), "lora": ("head.lora_a", "head.lora_b"), "none": (),
+}  # fmt: skip
+_RECORD_TYPES = {"classes_sha256": str, "backbone_weights_sha256": str, "classes": list, "spec": dict, "head_form": str}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_SPEC_CHECKS = {
+    "backbone": lambda v: isinstance(v, str),
+    "resolution": lambda v: v is None or (_is_count(v) and v > 0),
+    "features": lambda v: isinstance(v, str),
+    "head_init": lambda v: v in ("text", "prototypes", "random"),
+    "rank": _is_count,
+    "alpha": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "targets": lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    "head_rank": _is_count,
+}
+
+
+def _checked_record(path: Path, metadata: dict[str, Any], tensors: dict[str, torch.Tensor]) -> ProjectorSpec:
+    """The file's spec, once its record and tensors are known to hold what loading reads (else one HelioError)."""
+    for key, kind in _RECORD_TYPES.items():
+        if not isinstance(metadata.get(key), kind):
+            got = type(metadata.get(key)).__name__
+            raise HelioError(f"{path}: projector record needs {key!r} as a {kind.__name__}, got {got}")
+    classes, spec = metadata["classes"], metadata["spec"]
+    names_ok = all(isinstance(name, str) for name in classes)
+    if not names_ok or artifacts.sha256_json(classes) != metadata["classes_sha256"]:
+        raise HelioError(f"{path}: the class list does not match its recorded sha256 (edited or damaged)")
+    bad = sorted(set(spec) ^ set(_SPEC_CHECKS)) or [key for key, check in _SPEC_CHECKS.items() if not check(spec[key])]
+    if bad:
+        raise HelioError(f"{path}: projector spec has a missing, unknown or malformed {bad[0]!r}: {spec}")
+    if metadata["head_form"] not in _HEAD_TENSORS:
+        raise HelioError(f"{path}: unknown head_form {metadata['head_form']!r} (expected {', '.join(_HEAD_TENSORS)})")
+    missing = [name for name in ("logit_scale", *_HEAD_TENSORS[metadata["head_form"]]) if name not in tensors]
+    if missing:
+        raise HelioError(f"{path}: projector file lacks the tensors {missing}")
+    scale = tensors["logit_scale"]
+    if scale.shape != (1,) or not bool(torch.isfinite(scale).all()) or float(scale[0]) <= 0:
+        raise HelioError(f"{path}: logit_scale must be one finite positive number")
+    return ProjectorSpec(**spec)
+
+
+def _check_head_shapes(path: Path, tensors: dict[str, torch.Tensor], head_form: str, head: tuple[int, int]) -> None:
+    """The head tensors must fit (classes, feature_dim); a wrong shape would otherwise fail deep inside torch."""
+    classes, dim = head
+    expected = {"head.weight": head, "head.delta": head}
+    if head_form == "lora":
+        rank = tensors["head.lora_a"].shape[0] if tensors["head.lora_a"].dim() == 2 else -1
+        expected = {"head.lora_a": (rank, dim), "head.lora_b": (classes, rank)}
+    for name in _HEAD_TENSORS[head_form]:
+        if tuple(tensors[name].shape) != expected[name]:
+            raise HelioError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, expected {expected[name]}")

@@ -59,3 +59,11 @@ def test_tree_hash_sees_names_and_contents(tmp_path):
     first = artifacts.sha256_tree(tmp_path / "d")
     (tmp_path / "d" / "a").write_text("2")
     assert artifacts.sha256_tree(tmp_path / "d") != first
+
+
+def test_tensor_files_are_byte_stable(tmp_path):
+    tensors = {"b": torch.ones(3, dtype=torch.float16), "a": torch.arange(4)}
+    for name in ("x", "y", "z"):
+        artifacts.save_tensors(tmp_path / f"{name}.safetensors", tensors, {"kind": "test", "z": 1, "a": [2]})
+    files = {(tmp_path / f"{name}.safetensors").read_bytes() for name in ("x", "y", "z")}
+    assert len(files) == 1
