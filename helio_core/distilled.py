@@ -26,15 +26,30 @@ class DistilledPaths:
 REFINED = DistilledPaths(Path("artifacts/refined"), Path("plots/refined_grid.png"))  # same layout, after Eq. 7
 
 
+def _image_file(folder: Path, name: str) -> Path:
+    """A labels.json entry's file, which must stay inside the distilled folder."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(name)
+    return folder / relative
+
+
+def _label(value: object) -> int:
+    """A class index as JSON writes one: an integer, not a float or bool, within int32."""
+    if type(value) is not int or not 0 <= value < 2**31:
+        raise ValueError(value)
+    return value
+
+
 def load_distilled(paths: DistilledPaths, expected_classes_sha256: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The distilled images (uint8, in labels.json order) and their labels, checked against the class list."""
     labels_file = paths.folder / "labels.json"
     record = artifacts.read_json(labels_file)
     try:
         entries, class_hash = record["images"], record["classes_sha256"]
-        files, labels = [paths.folder / e["file"] for e in entries], [int(e["label"]) for e in entries]
+        files, labels = [_image_file(paths.folder, e["file"]) for e in entries], [_label(e["label"]) for e in entries]
     except (KeyError, TypeError, ValueError):
-        expected = "'images' entries with 'file' and 'label', and 'classes_sha256'"
+        expected = "'images' entries with 'file' (inside its folder) and 'label' (a class index), and 'classes_sha256'"
         raise HelioError(f"{labels_file}: expected {expected}") from None
     if class_hash != expected_classes_sha256:
         raise HelioError(f"{labels_file}: distilled images made for another class list")

@@ -5,11 +5,26 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import open_clip
 import pytest
+import torch
 
+from helio_core.data import classes_sha256
 from helio_core.params import load_params
+from helio_core.projector import ProjectorSpec, build_projector, save_projector
 
 REPO = Path(__file__).resolve().parents[1]
+open_clip.add_model_config(REPO / "tests" / "fixtures" / "tiny-rn-clip.json")
+
+
+def write_tiny_clip_projector(folder: Path, path: Path, classes: list[str]) -> Path:
+    """A valid fp32 projector at `path` on the tiny CLIP config, its random weights a checkpoint in `folder`."""
+    torch.manual_seed(0)
+    checkpoint = folder / "tiny.pt"
+    torch.save(open_clip.create_model("tiny-rn-clip").state_dict(), checkpoint)
+    spec = ProjectorSpec(f"open_clip:tiny-rn-clip/{checkpoint}", None, "final", "text", 2, 8.0, "all", 2)
+    save_projector(path, build_projector(spec, classes), classes, classes_sha256(classes), {}, "fp32")
+    return path
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from helio_core.data import classes_sha256, load_classes, load_source
 from helio_core.distilled import DistilledPaths, load_distilled
 from helio_core.errors import HelioError
 from helio_core.params import load_params
-from helio_core.projector import ProjectorSpec, build_projector, load_projector, save_projector
-from tests.conftest import REPO
+from helio_core.projector import load_projector
+from tests.conftest import REPO, write_tiny_clip_projector
 
 CLASSES = ["cat", "dog", "ant"]
-open_clip.add_model_config(REPO / "tests" / "fixtures" / "tiny-rn-clip.json")
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:
@@ -79,13 +78,7 @@ def test_empty_data_root_names_what_is_missing(tmp_path, name, message):
 def projector_file(tmp_path_factory):
     """A valid fp32 projector on the tiny CLIP config (random weights in a local checkpoint)."""
     folder = tmp_path_factory.mktemp("projector")
-    torch.manual_seed(0)
-    checkpoint = folder / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-rn-clip").state_dict(), checkpoint)
-    spec = ProjectorSpec(f"open_clip:tiny-rn-clip/{checkpoint}", None, "final", "text", 2, 8.0, "all", 2)
-    path = folder / "projector.safetensors"
-    save_projector(path, build_projector(spec, CLASSES), CLASSES, classes_sha256(CLASSES), {}, "fp32")
-    return path
+    return write_tiny_clip_projector(folder, folder / "projector.safetensors", CLASSES)
 
 
 def _edited(source, target, edit_metadata=None, edit_tensors=None):
@@ -208,6 +201,24 @@ def _labels_wrong_shape(paths):
     artifacts.write_json(paths.folder / "labels.json", {"images": [{"path": "x.png"}], "classes_sha256": ""})
 
 
+def _edit_first_entry(paths, **changes):
+    record = artifacts.read_json(paths.folder / "labels.json")
+    record["images"][0].update(changes)
+    artifacts.write_json(paths.folder / "labels.json", record)
+
+
+def _label_not_an_index(paths):
+    _edit_first_entry(paths, label=1.5)
+
+
+def _label_out_of_range(paths):
+    _edit_first_entry(paths, label=2**70)
+
+
+def _file_outside_the_folder(paths):
+    _edit_first_entry(paths, file="../../elsewhere.png")
+
+
 def _labels_empty(paths):
     for png in (paths.folder / "images").iterdir():
         png.unlink()
@@ -227,7 +238,10 @@ def _labels_other_classes(paths):
         (_odd_png, "1_1.png: image is (3, 9, 8), expected (3, 8, 8)"),
         (_broken_png, "1_1.png: not a readable PNG image"),
         (_labels_not_json, "labels.json: not valid JSON"),
-        (_labels_wrong_shape, "labels.json: expected 'images' entries with 'file' and 'label'"),
+        (_labels_wrong_shape, "labels.json: expected 'images' entries with 'file' (inside its folder) and 'label'"),
+        (_label_not_an_index, "labels.json: expected 'images' entries with 'file' (inside its folder) and 'label'"),
+        (_label_out_of_range, "labels.json: expected 'images' entries with 'file' (inside its folder) and 'label'"),
+        (_file_outside_the_folder, "labels.json: expected 'images' entries with 'file' (inside its folder)"),
         (_labels_empty, "labels.json: lists no images"),
         (_labels_other_classes, "labels.json: distilled images made for another class list"),
     ],
