@@ -111,9 +111,8 @@ def teacher_view_logits(
 
 
 def save_stored_labels(path: Path, logits: torch.Tensor, plan: ViewPlan, metadata: dict) -> int:
-    """Write labels + the plan they label (atomically); return the file's size in bytes."""
-    with artifacts.atomic_path(path) as staged:
-        artifacts.save_tensors(staged, {"logits": logits, **plan.tensors()}, {"kind": "stored-labels", **metadata})
+    """Write labels + the plan they label (save_tensors writes atomically); return the file's size in bytes."""
+    artifacts.save_tensors(path, {"logits": logits, **plan.tensors()}, {"kind": "stored-labels", **metadata})
     return path.stat().st_size
 
 
