@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helio_core.errors import HelioError
+from helio_core.errors import HelioError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -198,7 +198,7 @@ def _open_clip(backbone_id: str, spec: str, resolution: int | None) -> Backbone:
         model = open_clip.create_model(model_name, pretrained=pretrained or None, **extra)
     except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as error:
         if is_file:
-            raise HelioError(f"{pretrained}: not an open_clip {model_name} checkpoint ({_first_line(error)})") from None
+            raise HelioError(f"{pretrained}: not an open_clip {model_name} checkpoint ({first_line(error)})") from None
         raise HelioError(_offline_hint(backbone_id, model_name, pretrained, error)) from None
     model.eval()
     visual = model.visual
@@ -217,12 +217,8 @@ def _open_clip(backbone_id: str, spec: str, resolution: int | None) -> Backbone:
     return _build(backbone_id, visual, Preprocess(size, mean, std), text_head)
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def _offline_hint(backbone_id: str, model_name: str, pretrained: str, error: Exception) -> str:
-    reason = _first_line(error)
+    reason = first_line(error)
     return (
         f"projector.backbone={backbone_id}: cannot load pretrained weights {pretrained!r} ({reason}); "
         f"without internet, copy the checkpoint file here and use open_clip:{model_name}//path/to/checkpoint.pt"
@@ -240,7 +236,7 @@ def _torchvision(backbone_id: str, spec: str, resolution: int) -> Backbone:
         try:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         except (RuntimeError, OSError, pickle.UnpicklingError) as error:
-            raise HelioError(f"{weights}: not a {name} state dict ({str(error).splitlines()[0]})") from None
+            raise HelioError(f"{weights}: not a {name} state dict ({first_line(error)})") from None
     elif weights:
         try:
             model = torchvision.models.get_model(name, weights=weights)

@@ -13,6 +13,11 @@ class HelioError(Exception):
     """Bad input or a damaged artifact. The message names the file or key and what was expected."""
 
 
+def first_line(error: Exception) -> str:
+    """A library error's first line (or its type when it has no text): enough to say why, in one line."""
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def exit_on_error(main: Callable[[], T]) -> T:
     """Run an entry point; turn a HelioError into a one-line message and exit status 2."""
     try:

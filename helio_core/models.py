@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from helio_core import artifacts
-from helio_core.errors import HelioError
+from helio_core.errors import HelioError, first_line
 
 _REGISTRY: dict[str, Callable[[int, int, int], nn.Module]] = {}
 
@@ -96,5 +96,5 @@ def load_checkpoint(path: Path) -> tuple[ImageClassifier, dict[str, Any]]:
     try:
         model.load_state_dict(tensors)
     except RuntimeError as error:
-        raise HelioError(f"{path}: weights do not fit {spec['arch']} ({str(error).splitlines()[0]})") from None
+        raise HelioError(f"{path}: weights do not fit {spec['arch']} ({first_line(error)})") from None
     return model.eval(), metadata
