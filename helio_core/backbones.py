@@ -135,15 +135,29 @@ class PooledStages(nn.Module):
         self.stages = stages
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.suffix(*self.prefix(images, 0), start=0)
+
+    def prefix(self, images: torch.Tensor, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stem and the first `blocks` blocks: the activation there and the stages pooled so far.
+        When nothing up to there is adapted, this is what `fit_projector` can compute once per image."""
         x = self.stem(images)
-        pooled = []
-        for index, block in enumerate(self.blocks):
-            x = block(x)
+        pooled = [x.new_zeros(len(x), 0)]
+        for index in range(blocks):
+            x = self.blocks[index](x)
             if self.stages is not None and index in self.stages:
                 pooled.append(x.mean(dim=(2, 3)))
+        return x, torch.cat(pooled, dim=1)
+
+    def suffix(self, x: torch.Tensor, pooled: torch.Tensor, start: int) -> torch.Tensor:
+        """The features from a `prefix(images, start)`: the remaining blocks, their pooled stages, the head."""
+        parts = [pooled]
+        for index in range(start, len(self.blocks)):
+            x = self.blocks[index](x)
+            if self.stages is not None and index in self.stages:
+                parts.append(x.mean(dim=(2, 3)))
         if self.head is not None:
-            pooled.append(self.head(x).mean(dim=(2, 3)))
-        return torch.cat(pooled, dim=1)
+            parts.append(self.head(x).mean(dim=(2, 3)))
+        return torch.cat(parts, dim=1)
 
 
 def efficientnet_lite0_weights() -> Path:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn.utils import parametrize
 
-from helio_core import artifacts
+from helio_core import artifacts, runtime
 from helio_core.data import run_prepare
 from helio_core.errors import HelioError
 from helio_core.params import Params, load_params
@@ -42,17 +42,24 @@ def _fail(error: HelioError) -> None:
     raise typer.Exit(2)
 
 
-def _run(stage, params: Params) -> dict:
+def _run(stage, params: Params, on_device: bool = True) -> dict:
+    """Run a stage function in the runtime params.runtime names; under torchrun only rank 0 goes on to print."""
     try:
-        return stage(params)
+        if not on_device:
+            return stage(params)
+        with runtime.started(params.runtime) as here:
+            result = stage(params, runtime=here)
     except HelioError as error:
         _fail(error)
+    if not here.is_main:
+        raise typer.Exit(0)
+    return result
 
 
 @app.command()
 def prepare(params: ParamsFile = Path("params.yaml"), set_: Overrides = None) -> None:
     """Load the data set named by data.name and write artifacts/data."""
-    report = _run(run_prepare, _params(params, set_))
+    report = _run(run_prepare, _params(params, set_), on_device=False)
     console.print(
         f"prepared {report['train']} train / {report['val']} val / {report['test']} test images, "
         f"{report['classes']} classes"
@@ -107,16 +114,18 @@ def label(
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write .json or .safetensors")] = None,
     temperature: Annotated[float, typer.Option(help="softmax temperature for the printed probabilities")] = 1.0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
 ) -> None:
     """Soft labels (logits and probabilities) for images from a shipped projector."""
     try:
-        projector = Projector.load(projector_file, images_dir=images_dir)
+        target = runtime.choose_device(device, local_rank=0)
+        projector = Projector.load(projector_file, images_dir=images_dir).to(target)
         classes = artifacts.read_metadata(projector_file)["classes"]
         batch = [artifacts.read_png(path).float() / 255 for path in images]
     except HelioError as error:
         _fail(error)
     with torch.inference_mode(), parametrize.cached():
-        logits = torch.cat([projector(image[None]) for image in batch])
+        logits = torch.cat([projector(image[None].to(target)).cpu() for image in batch])
     probabilities = torch.softmax(logits / temperature, dim=-1)
     rows = [
         {"image": str(path), "logits": [round(v, 6) for v in row.tolist()], "top": classes[int(row.argmax())]}

@@ -141,6 +141,8 @@ class ProjectorParams:
     flip: bool = True  # views=plain: also fit on mirrored images (their targets are the teachers' on the mirror)
     views: Literal["plain", "student"] = "plain"  # student: fresh RandomResizedCrop + flip + CutMix views each
     # epoch, as the students will see, with the teachers run on every view (cost: one pass per teacher per view)
+    cache_prefix: bool = True  # views=plain: run the encoder's unadapted leading blocks once per image and view
+    # (lora.targets must leave some, e.g. ["blocks.4.*", "blocks.5.*"]); the same loss, less compute
     logit_scale: float = 10.0  # initial s
     dtype: Literal["fp16", "fp32"] = "fp16"  # storage precision of the LoRA tensors
 
@@ -242,6 +244,22 @@ class StudentParams:
 
 
 @dataclass(frozen=True)
+class RuntimeParams:
+    """Where the stages run. Not a DVC dependency of any stage: moving a run to a GPU does not invalidate
+    its outputs, but every artifact's provenance records the device and precision that made it."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, else the CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast; auto: bf16 (fp16) on CUDA, fp32 on CPU
+    threads: int | None = None  # CPU threads per process (None: the cores, shared among torchrun processes)
+
+    def validate(self) -> None:
+        if self.threads is not None:
+            _positive("runtime.threads", self.threads)
+        if self.device == "cpu" and self.precision == "fp16":
+            raise HelioError("runtime.precision=fp16 needs runtime.device=cuda (use bf16 or fp32 on the CPU)")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
 
@@ -253,6 +271,7 @@ class Params:
     lora: LoraParams = field(default_factory=LoraParams)
     refine: RefineParams = field(default_factory=RefineParams)
     student: StudentParams = field(default_factory=StudentParams)
+    runtime: RuntimeParams = field(default_factory=RuntimeParams)
 
     def validate(self) -> None:
         self.data.validate()
@@ -262,6 +281,7 @@ class Params:
         self.lora.validate()
         self.refine.validate()
         self.student.validate()
+        self.runtime.validate()
         missing = sorted(set(self.projector.teachers or []) - set(self.teachers.keep))
         if missing:
             raise HelioError(f"projector.teachers lists epochs {missing} that teachers.keep does not keep")

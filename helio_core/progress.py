@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -12,8 +13,9 @@ from rich.progress import (
 )
 
 
-def progress_bar() -> Progress:
-    """A progress display with a free `status` field per task (loss, accuracy, ...)."""
+def progress_bar(show: bool = True) -> Progress:
+    """A progress display with a free `status` field per task (loss, accuracy, ...); `show=False` for the
+    non-main ranks of a torchrun job, whose bars would interleave with rank 0's."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -21,4 +23,6 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
+        disable=not show,
+        console=None if show else Console(quiet=True),
     )

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from helio_core import artifacts, lora
-from helio_core.backbones import Backbone, create_backbone
+from helio_core.backbones import Backbone, PooledStages, create_backbone
 from helio_core.distilled import DistilledPaths, load_distilled
 from helio_core.errors import HelioError
 
@@ -80,6 +80,23 @@ class Projector(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.log_scale.exp() * self.head(self.features(images))
 
+    def frozen_prefix_blocks(self) -> int:
+        """How many leading blocks of the trunk hold nothing trainable (their output can be cached); 0 when
+        the stem is adapted or the trunk cannot be split (open_clip, torchvision trunks)."""
+        trunk = self.encoder.trunk
+        if not isinstance(trunk, PooledStages) or _trainable(trunk.stem):
+            return 0
+        return next((index for index, block in enumerate(trunk.blocks) if _trainable(block)), len(trunk.blocks))
+
+    def prefix(self, images: torch.Tensor, blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen part of the forward pass up to block `blocks` (see `PooledStages.prefix`)."""
+        return self.encoder.trunk.prefix(self.encoder.preprocess(images), blocks)
+
+    def from_prefix(self, x: torch.Tensor, pooled: torch.Tensor, start: int) -> torch.Tensor:
+        """Logits from a cached `prefix(images, start)`: the same as forward(images)."""
+        features = F.normalize(self.encoder.trunk.suffix(x, pooled, start), dim=-1)
+        return self.log_scale.exp() * self.head(features)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -94,6 +111,10 @@ class Projector(nn.Module):
             class_hash = artifacts.read_metadata(path).get("classes_sha256", "")
             images, labels = load_distilled(DistilledPaths(Path(images_dir)), class_hash)
         return load_projector(Path(path), images, labels)[0]
+
+
+def _trainable(module: nn.Module) -> bool:
+    return any(parameter.requires_grad for parameter in module.parameters())
 
 
 def images_sha256(images: torch.Tensor) -> str:

@@ -35,7 +35,8 @@ from helio_core.projector import (
     load_projector,
     save_projector,
 )
-from helio_core.teachers import TeacherPaths, lr_factor, predict_logits
+from helio_core.runtime import CPU, Runtime, optimizer_step
+from helio_core.teachers import TeacherPaths, lr_factor, model_device, predict_logits
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,14 @@ def agreement_metrics(logits: torch.Tensor, target: torch.Tensor, labels: torch.
 
 @torch.inference_mode()
 def project(projector: Projector, images: torch.Tensor, batch_size: int = 256, on_batch=None) -> torch.Tensor:
-    """Projector logits of uint8 images (adapted weights computed once, not per batch)."""
+    """fp32 projector logits on the CPU of uint8 images, run on the projector's device under the caller's
+    autocast (adapted weights computed once, not per batch)."""
     projector.eval()
+    device = model_device(projector)
     out = []
     with parametrize.cached():
         for chunk in images.split(batch_size):
-            out.append(projector(chunk.float() / 255))
+            out.append(projector(chunk.to(device).float() / 255).float().cpu())
             if on_batch is not None:
                 on_batch(len(chunk))
     return torch.cat(out)
@@ -106,20 +109,72 @@ def project(projector: Projector, images: torch.Tensor, batch_size: int = 256, o
 Batches = Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
 
 
-def fixed_views(images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, params: ProjectorParams) -> Batches:
-    """Shuffled batches of the images (mirrored at random when params.flip) with precomputed targets.
+Inputs = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]  # (image index, view) -> model inputs
+
+
+def pixel_inputs(images: torch.Tensor) -> Inputs:
+    """The images as [0, 1] pixels, view 1 mirrored left-right."""
+
+    def inputs(index: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batch = images[index].float() / 255
+        return (torch.where(view.view(-1, 1, 1, 1) == 1, batch.flip(-1), batch),)
+
+    return inputs
+
+
+@torch.inference_mode()
+def cached_prefix_inputs(
+    projector: Projector, images: torch.Tensor, views: int, blocks: int, batch_size: int = 256, on_batch=None
+) -> Inputs:
+    """The projector's frozen prefix (preprocessing, stem and `blocks` unadapted blocks) run once per image and
+    view and kept on the CPU: every epoch then only runs the adapted blocks. Same inputs as `pixel_inputs`."""
+    device = model_device(projector)
+    activations, pooled = [], []
+    for view in range(views):
+        parts = []
+        for chunk in images.split(batch_size):
+            pixels = chunk.to(device).float() / 255
+            parts.append([t.float().cpu() for t in projector.prefix(pixels.flip(-1) if view else pixels, blocks)])
+            if on_batch is not None:
+                on_batch(len(chunk))
+        activations.append(torch.cat([x for x, _ in parts]))
+        pooled.append(torch.cat([p for _, p in parts]))
+    activation_cache, pooled_cache = torch.stack(activations), torch.stack(pooled)
+
+    def inputs(index: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return activation_cache[view, index], pooled_cache[view, index]
+
+    return inputs
+
+
+class PrefixFed(nn.Module):
+    """The projector fed from its cached prefix, as a module (DistributedDataParallel hooks run in forward)."""
+
+    def __init__(self, projector: Projector, start: int) -> None:
+        super().__init__()
+        self.projector, self.start = projector, start
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        return self.projector.from_prefix(x.contiguous(memory_format=torch.channels_last), pooled, self.start)
+
+
+def fixed_views(
+    inputs: Inputs, labels: torch.Tensor, targets: torch.Tensor, params: ProjectorParams, runtime: Runtime = CPU
+) -> Batches:
+    """Shuffled batches of fixed views (the image, or its mirror at random when params.flip) with precomputed
+    targets, this rank's shard of each, on the runtime's device.
 
     `targets` is (N, views, C): view 0 the image, view 1 its mirror when params.flip.
     """
 
     def epoch(generator: torch.Generator):
         for index in torch.randperm(len(labels), generator=generator).split(params.batch_size):
-            batch = images[index].float() / 255
             view = torch.zeros(len(index), dtype=torch.int64)
             if params.flip:
                 view = torch.randint(0, 2, (len(index),), generator=generator)
-                batch = torch.where(view.view(-1, 1, 1, 1) == 1, batch.flip(-1), batch)
-            yield batch, targets[index, view], labels[index]
+            index, view = runtime.shard(index), runtime.shard(view)
+            batch = tuple(runtime.to_device(t) for t in inputs(index, view))
+            yield batch, runtime.to_device(targets[index, view]), runtime.to_device(labels[index])
 
     return epoch
 
@@ -132,19 +187,22 @@ def student_views(
     student: StudentParams,
     crop_scale: list[float],
     params: ProjectorParams,
+    runtime: Runtime = CPU,
 ) -> Batches:
     """Fresh student-style views every epoch (the students' RandomResizedCrop, flip and CutMix: what the
-    projector will label), with the teachers' target computed on each view and CutMix-mixed hard labels."""
+    projector will label), with the teachers' target computed on each view and CutMix-mixed hard labels.
+    Every rank plans the same global batches (CutMix mixes within one) and keeps its shard."""
 
     def epoch(generator: torch.Generator):
         size = images.shape[-1]
         plan = plan_views(len(labels), 1, params.batch_size, size, crop_scale, student.flip, student.cutmix, generator)
         for batch in plan.batches():
             views, hard = render_views(images, labels, plan, 0, batch, num_classes)
-            with torch.no_grad():
+            views, hard = runtime.to_device(runtime.shard(views)), runtime.to_device(runtime.shard(hard))
+            with torch.no_grad(), runtime.autocast():
                 channels_last = views.contiguous(memory_format=torch.channels_last)
-                target = combine_teachers([teacher.eval()(channels_last) for teacher in teachers], params)
-            yield views, target, hard
+                logits = [teacher.eval()(channels_last).float() for teacher in teachers]
+            yield (views,), combine_teachers(logits, params), hard
 
     return epoch
 
@@ -157,9 +215,16 @@ def fit(
     params: ProjectorParams,
     generator: torch.Generator,
     bar,
+    runtime: Runtime = CPU,
+    prefix_blocks: int = 0,
 ) -> list[dict[str, float]]:
-    """Train the trainable tensors; keep the state of the epoch with the lowest validation loss."""
+    """Train the trainable tensors; keep the state of the epoch with the lowest validation loss.
+    Under torchrun the gradients of each rank's shard are averaged (DDP); every rank scores the whole
+    validation set, so all of them keep the same epoch. With `prefix_blocks` the batches hold cached prefix
+    outputs (`cached_prefix_inputs`) instead of pixels."""
     trainable = projector.trainable_parameters()
+    model = PrefixFed(projector, prefix_blocks) if prefix_blocks else projector
+    parallel, scaler = runtime.parallel(model, broadcast_buffers=False), runtime.grad_scaler()
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay, fused=True)
     total = params.epochs * steps_per_epoch
     warmup = partial(lr_factor, total_steps=total, warmup_steps=total // 20)
@@ -170,13 +235,14 @@ def fit(
     for epoch in range(1, params.epochs + 1):
         projector.train()
         for step, (batch, target, hard) in enumerate(batches(generator)):
-            loss = projector_loss(projector(batch), target, hard, params)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with runtime.autocast():
+                logits = parallel(*batch)
+            loss = projector_loss(logits.float(), target, hard, params)
+            optimizer_step(loss, optimizer, scaler)
             schedule.step()
             bar.update(task, completed=epoch - 1 + (step + 1) / steps_per_epoch, status=f"loss {loss.item():.4f}")
-        val_logits = project(projector, val_images)
+        with runtime.autocast():
+            val_logits = project(projector, val_images)
         val_loss = projector_loss(val_logits, val_targets, val_labels, params).item()
         scores = agreement_metrics(val_logits, val_targets, val_labels)
         history.append({"epoch": epoch, "val_loss": round(val_loss, 5), **scores})
@@ -193,8 +259,10 @@ def run_fit_projector(
     distilled_paths: DistilledPaths = DistilledPaths(),
     teacher_paths: TeacherPaths = TeacherPaths(),
     data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
 ) -> dict:
-    """Fit the projector, write it, then measure the written file against the weak teachers on the test split."""
+    """Fit the projector, write it, then measure the written file against the weak teachers on the test split.
+    Under torchrun every rank fits on its shard of each batch; rank 0 writes the file and the metrics."""
     started = time.perf_counter()
     config, lora_config = params.projector, params.lora
     classes, class_hash = load_classes(data_paths.classes)
@@ -207,7 +275,7 @@ def run_fit_projector(
         teacher, metadata = models.load_checkpoint(file)
         if metadata.get("classes_sha256") != class_hash:
             raise HelioError(f"{file}: teacher made for another class list than {data_paths.classes}")
-        teachers.append(teacher.to(memory_format=torch.channels_last))
+        teachers.append(teacher.to(runtime.device, memory_format=torch.channels_last))
 
     generator = torch.Generator().manual_seed(params.seed)
     order = torch.randperm(len(train.labels), generator=generator)
@@ -230,7 +298,14 @@ def run_fit_projector(
     val_images, val_labels = train.images[val_index], train.labels[val_index]
     test_images, test_labels = test.images[test_index], test.labels[test_index]
 
-    with progress_bar() as bar:
+    spec = ProjectorSpec(
+        config.backbone, config.resolution, config.features, config.head_init,
+        lora_config.rank, lora_config.alpha, lora_config.targets, lora_config.head_rank,
+    )  # fmt: skip
+    torch.manual_seed(params.seed)
+    projector = build_projector(spec, classes, distilled_images, distilled_labels, config.logit_scale, params.seed)
+    projector = projector.to(runtime.device)
+    with progress_bar(runtime.is_main) as bar:
         views = (2 if config.flip else 1) if config.views == "plain" else 0
         task = bar.add_task(
             f"mean logits of {len(teachers)} teachers",
@@ -238,34 +313,41 @@ def run_fit_projector(
             status="",
         )
         tick = partial(bar.advance, task)
+        with runtime.autocast():
+            if config.views == "plain":
+                fit_targets = torch.stack(
+                    [mean_teacher_logits(teachers, fit_images, config, tick, mirrored=bool(v)) for v in range(views)],
+                    dim=1,
+                )
+            val_targets = mean_teacher_logits(teachers, val_images, config, tick)
+            test_targets = mean_teacher_logits(teachers, test_images, config, tick)
+            before = agreement_metrics(project(projector, test_images), test_targets, test_labels)
+        prefix_blocks = projector.frozen_prefix_blocks() if config.views == "plain" and config.cache_prefix else 0
         if config.views == "plain":
-            fit_targets = torch.stack(
-                [mean_teacher_logits(teachers, fit_images, config, tick, mirrored=bool(v)) for v in range(views)],
-                dim=1,
-            )
-            batches = fixed_views(fit_images, fit_labels, fit_targets, config)
+            inputs = pixel_inputs(fit_images)
+            if prefix_blocks:
+                caching = bar.add_task(f"cache {prefix_blocks} frozen blocks", total=views * len(fit_labels), status="")
+                with runtime.autocast():
+                    inputs = cached_prefix_inputs(
+                        projector, fit_images, views, prefix_blocks, on_batch=partial(bar.advance, caching)
+                    )
+            batches = fixed_views(inputs, fit_labels, fit_targets, config, runtime)
         else:
             batches = student_views(
-                fit_images, fit_labels, teachers, len(classes), params.student, params.student_crop_scale, config
-            )
-        val_targets = mean_teacher_logits(teachers, val_images, config, tick)
-        test_targets = mean_teacher_logits(teachers, test_images, config, tick)
-
-        spec = ProjectorSpec(
-            config.backbone, config.resolution, config.features, config.head_init,
-            lora_config.rank, lora_config.alpha, lora_config.targets, lora_config.head_rank,
-        )  # fmt: skip
-        torch.manual_seed(params.seed)
-        projector = build_projector(spec, classes, distilled_images, distilled_labels, config.logit_scale, params.seed)
-        before = agreement_metrics(project(projector, test_images), test_targets, test_labels)
+                fit_images, fit_labels, teachers, len(classes), params.student, params.student_crop_scale, config,
+                runtime,
+            )  # fmt: skip
         bar.console.print(f"projector before fitting (head init only): {before}")
         val = (val_images, val_labels, val_targets)
         steps = math.ceil(len(fit_labels) / config.batch_size)
-        history = fit(projector, batches, steps, val, config, generator, bar)
-
+        fit_started = time.perf_counter()
+        history = fit(projector, batches, steps, val, config, generator, bar, runtime, prefix_blocks)
+        fit_seconds = time.perf_counter() - fit_started
+    if not runtime.is_main:
+        return {}
     record = artifacts.provenance(
         "fit_projector",
-        {"seed": params.seed, "projector": as_dict(config), "lora": as_dict(lora_config)},
+        {"seed": params.seed, "projector": as_dict(config), "lora": as_dict(lora_config), "runtime": runtime.record()},
         {"train": data_paths.train, "distilled": distilled_paths.folder, **{f.stem: f for f in teacher_files}},
     )
     extra = {
@@ -277,13 +359,16 @@ def run_fit_projector(
         folder.mkdir()
         size = save_projector(folder / paths.file.name, projector, classes, class_hash, extra, config.dtype)
     shipped, metadata = load_projector(paths.file, distilled_images, distilled_labels, class_hash)
-    after = agreement_metrics(project(shipped, test_images), test_targets, test_labels)
+    with runtime.autocast():
+        after = agreement_metrics(project(shipped.to(runtime.device), test_images), test_targets, test_labels)
     teacher_bytes = teacher_files[-1].stat().st_size
     metrics = {
         "test_images": len(test_index),
         "before_lora": before,
         "after_lora": after,
         "history": history,
+        "cached_prefix_blocks": prefix_blocks,
+        "fit_seconds": round(fit_seconds, 1),
         "stored_parameters": metadata["stored_parameters"],
         "head_form": metadata["head_form"],
         "projector_bytes": size,

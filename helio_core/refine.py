@@ -25,7 +25,8 @@ from helio_core.params import Params, RefineParams, as_dict
 from helio_core.progress import progress_bar
 from helio_core.projector import Projector, load_projector
 from helio_core.projector_fit import ProjectorPaths, project
-from helio_core.teachers import TeacherPaths, load_teacher, predict_logits
+from helio_core.runtime import CPU, Runtime
+from helio_core.teachers import TeacherPaths, load_teacher, model_device, predict_logits
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,10 @@ def refine(projector: Projector, images: torch.Tensor, params: RefineParams, bar
     projector.requires_grad_(False).eval()  # frozen: its adapted weights can be computed once (parametrize.cached)
     refined, before, after = [], [], []
     task = bar.add_task("refine images", total=len(images), status="") if bar is not None else None
+    device = model_device(projector)
     with parametrize.cached():
         for chunk in images.split(params.batch_size):
-            pixels = (chunk.float() / 255).requires_grad_(True)
+            pixels = (chunk.to(device).float() / 255).requires_grad_(True)
             with torch.no_grad():
                 before.append(consistency_loss(projector, pixels, params.scale))
             optimizer = torch.optim.Adam([pixels], lr=params.lr)
@@ -68,7 +70,7 @@ def refine(projector: Projector, images: torch.Tensor, params: RefineParams, bar
             quantised = (pixels.detach() * 255).round().to(torch.uint8)
             with torch.no_grad():
                 after.append(consistency_loss(projector, quantised.float() / 255, params.scale))
-            refined.append(quantised)
+            refined.append(quantised.cpu())
             if task is not None:
                 bar.advance(task, len(chunk))
     losses = {"loss_before": torch.cat(before).mean().item(), "loss_after": torch.cat(after).mean().item()}
@@ -102,15 +104,18 @@ def run_refine_images(
     projector_paths: ProjectorPaths = ProjectorPaths(),
     teacher_paths: TeacherPaths = TeacherPaths(),
     data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
 ) -> dict:
-    """Refine the distilled images (or pass them through when refine.enabled is false) and measure the effect."""
+    """Refine the distilled images (or pass them through when refine.enabled is false) and measure the effect.
+    Pixels are optimised in fp32 on the runtime's device (autocast would quantise their gradients)."""
     started = time.perf_counter()
     config = params.refine
     _, class_hash = load_classes(data_paths.classes)
     images, labels = load_distilled(distilled_paths, class_hash)
     projector, _ = load_projector(projector_paths.file, images, labels, class_hash)
+    projector = projector.to(runtime.device)
     teacher_file = teacher_paths.last_kept()
-    teacher = load_teacher(teacher_file, class_hash)
+    teacher = load_teacher(teacher_file, class_hash, runtime.device)
     before = label_agreement(projector, teacher, images, labels)
     losses = {}
     refined = images

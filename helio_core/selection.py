@@ -22,7 +22,8 @@ from helio_core.distilled import DistilledPaths, save_grid
 from helio_core.errors import HelioError
 from helio_core.params import Params, SelectParams, as_dict
 from helio_core.progress import progress_bar
-from helio_core.teachers import TeacherPaths
+from helio_core.runtime import CPU, Runtime
+from helio_core.teachers import TeacherPaths, model_device
 
 
 def random_square_crops(image: torch.Tensor, count: int, out_size: int, scale: list[float]) -> torch.Tensor:
@@ -36,16 +37,19 @@ def random_square_crops(image: torch.Tensor, count: int, out_size: int, scale: l
 
 @torch.inference_mode()
 def crop_losses(observer: nn.Module, crops: torch.Tensor, label: int, full_size: int, batch_size: int) -> torch.Tensor:
-    """Cross-entropy of the observer on each crop (float NCHW in [0, 1]), crops resized to full size."""
+    """Cross-entropy of the observer on each crop (float NCHW in [0, 1]), crops resized to full size, computed
+    on the observer's device."""
+    device = model_device(observer)
     losses = []
     for chunk in crops.split(batch_size):
+        chunk = chunk.to(device)
         if chunk.shape[-1] != full_size:
             chunk = F.interpolate(
                 chunk, size=(full_size, full_size), mode="bilinear", antialias=True, align_corners=False
             )
         logits = observer(chunk.contiguous(memory_format=torch.channels_last))
-        target = torch.full((len(chunk),), label, dtype=torch.int64)
-        losses.append(F.cross_entropy(logits, target, reduction="none"))
+        target = torch.full((len(chunk),), label, dtype=torch.int64, device=device)
+        losses.append(F.cross_entropy(logits.float(), target, reduction="none").cpu())
     return torch.cat(losses)
 
 
@@ -102,6 +106,7 @@ def run_select_patches(
     paths: DistilledPaths = DistilledPaths(),
     teacher_paths: TeacherPaths = TeacherPaths(),
     data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
 ) -> dict:
     """Select and tile patches for every class; write PNGs, labels.json and the grid picture."""
     select = params.select
@@ -111,7 +116,7 @@ def run_select_patches(
     observer, observer_meta = models.load_checkpoint(checkpoint)
     if observer_meta.get("classes_sha256") != class_hash:
         raise HelioError(f"{checkpoint}: teacher made for another class list than {data_paths.classes}")
-    observer = observer.to(memory_format=torch.channels_last)
+    observer = observer.to(runtime.device, memory_format=torch.channels_last)
     torch.manual_seed(params.seed)
     entries, distilled = [], []
     with progress_bar() as bar:

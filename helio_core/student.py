@@ -30,7 +30,8 @@ from helio_core.params import LabelMode, Params, StudentParams
 from helio_core.progress import progress_bar
 from helio_core.projector import load_projector
 from helio_core.projector_fit import ProjectorPaths, distillation_kl
-from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor
+from helio_core.runtime import CPU, Runtime, optimizer_step
+from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor, model_device
 
 SoftLabels = Callable[[int, slice, torch.Tensor], torch.Tensor | None]  # (epoch, positions, views) -> logits
 
@@ -46,6 +47,10 @@ class StudentRun:
     val_acc: float
     curve: list[tuple[int, float, float | None]]
     seconds: float
+
+    @property
+    def job(self) -> tuple[str, int, LabelMode]:
+        return self.arch, self.seed, self.mode
 
 
 def student_loss(
@@ -78,7 +83,8 @@ def standardised(logits: torch.Tensor) -> torch.Tensor:
 
 
 def online_labels(labeller: nn.Module) -> SoftLabels:
-    """Soft labels from a network run on each augmented batch, without gradient."""
+    """Soft labels from a network run on each augmented batch (on the batch's device, under the caller's
+    autocast), without gradient."""
 
     def label(epoch: int, positions: slice, views: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -91,7 +97,7 @@ def replayed_labels(logits: torch.Tensor) -> SoftLabels:
     """Soft labels read from a stored (epochs, images, classes) tensor, indexed by planned position."""
 
     def label(epoch: int, positions: slice, views: torch.Tensor) -> torch.Tensor:
-        return logits[epoch, positions].float()
+        return logits[epoch, positions].to(views.device).float()
 
     return label
 
@@ -99,14 +105,15 @@ def replayed_labels(logits: torch.Tensor) -> SoftLabels:
 def teacher_view_logits(
     teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, plan: ViewPlan, num_classes: int
 ) -> torch.Tensor:
-    """The teacher's logits for every planned view, (epochs, images, classes) in fp16: what SRe2L stores."""
+    """The teacher's logits for every planned view, (epochs, images, classes) in fp16 on the CPU: what SRe2L
+    stores. The teacher runs on its own device."""
     teacher.eval()
-    label = online_labels(teacher)
+    label, device = online_labels(teacher), model_device(teacher)
     stored = torch.empty(plan.epochs, plan.order.shape[1], num_classes, dtype=torch.float16)
     for epoch in range(plan.epochs):
         for batch in plan.batches():
             views, _ = render_views(images, labels, plan, epoch, batch, num_classes)
-            stored[epoch, batch] = label(epoch, batch, views).to(torch.float16)
+            stored[epoch, batch] = label(epoch, batch, views.to(device)).to(torch.float16).cpu()
     return stored
 
 
@@ -139,9 +146,12 @@ def train_student(
     num_classes: int,
     score: Callable[[nn.Module], float],
     on_epoch: Callable[[int, float], None] | None = None,
+    runtime: Runtime = CPU,
 ) -> list[tuple[int, float, float | None]]:
-    """Train `model` in place through the plan; return the curve (epoch, mean loss, curve score or None)."""
+    """Train `model` (on the runtime's device) in place through the plan; return the curve (epoch, mean loss,
+    curve score or None). Views are rendered on the CPU, then labelled and learnt from on the device."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
+    scaler = runtime.grad_scaler()
     steps_per_epoch = len(plan.batches())
     total = plan.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, 0))
@@ -150,13 +160,12 @@ def train_student(
         model.train()
         losses = []
         for batch in plan.batches():
-            views, hard = render_views(images, labels, plan, epoch, batch, num_classes)
-            soft = soft_labels(epoch, batch, views) if soft_labels is not None else None
-            logits = model(views.contiguous(memory_format=torch.channels_last))
-            loss = student_loss(mode, logits, soft, hard, params)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            views, hard = (runtime.to_device(t) for t in render_views(images, labels, plan, epoch, batch, num_classes))
+            with runtime.autocast():
+                soft = soft_labels(epoch, batch, views) if soft_labels is not None else None
+                logits = model(views.contiguous(memory_format=torch.channels_last))
+            loss = student_loss(mode, logits.float(), soft, hard, params)
+            optimizer_step(loss, optimizer, scaler)
             schedule.step()
             losses.append(loss.item())
         mean_loss = sum(losses) / len(losses)
@@ -168,12 +177,21 @@ def train_student(
     return curve
 
 
-def new_student(arch: str, num_classes: int, images: torch.Tensor, mean: list[float], std: list[float], seed: int):
-    """A freshly initialised student (the same initial weights for every label mode of a seed)."""
+def new_student(
+    arch: str,
+    num_classes: int,
+    images: torch.Tensor,
+    mean: list[float],
+    std: list[float],
+    seed: int,
+    device: torch.device = CPU.device,
+):
+    """A freshly initialised student (the same initial weights for every label mode of a seed, drawn on the
+    CPU whatever the device, so a seed means the same network everywhere)."""
     torch.manual_seed(seed)
     channels, size = images.shape[1], images.shape[-1]
     model = models.create_model(arch, num_classes, channels, size, mean, std)
-    return model.to(memory_format=torch.channels_last)
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def summarise(runs: list[StudentRun], extra_storage: dict[str, int]) -> dict:
@@ -237,8 +255,13 @@ def run_evaluate_students(
     projector_paths: ProjectorPaths = ProjectorPaths(),
     teacher_paths: TeacherPaths = TeacherPaths(),
     data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
 ) -> dict:
-    """Train every (arch, label mode, seed) student on the refined images; write the side-by-side table."""
+    """Train every (arch, label mode, seed) student on the refined images; write the side-by-side table.
+
+    Under torchrun the students are dealt out to the ranks (each trains whole students: they are independent,
+    so the table does not depend on the number of processes); rank 0 stores the teacher's labels first and
+    writes the table at the end."""
     started = time.perf_counter()
     config = params.student
     classes, class_hash = load_classes(data_paths.classes)
@@ -248,29 +271,38 @@ def run_evaluate_students(
     images, labels = load_distilled(refined_paths, class_hash)
     distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
     teacher_file = teacher_paths.last_kept()
-    teacher = load_teacher(teacher_file, class_hash)
+    teacher = load_teacher(teacher_file, class_hash, runtime.device)
     projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
-    projector.requires_grad_(False).eval()  # frozen: its adapted weights can be computed once (parametrize.cached)
+    projector.requires_grad_(False).eval().to(runtime.device)  # frozen: adapted weights computed once (cached)
     num_classes, size = len(classes), images.shape[-1]
     generator = torch.Generator().manual_seed(params.seed)
     curve_index = torch.randperm(len(val.labels), generator=generator)[: config.curve_images]
     curve_images, curve_labels = val.images[curve_index], val.labels[curve_index]
     crop_scale = params.student_crop_scale
     plans = {seed: make_plan(len(labels), size, config, crop_scale, seed) for seed in config.seeds}
+    jobs = [(arch, seed, mode) for arch in config.archs for seed in config.seeds for mode in config.label_modes]
 
     runs: list[StudentRun] = []
     stored: dict[int, torch.Tensor] = {}
-    with progress_bar() as bar, parametrize.cached():
-        with artifacts.atomic_path(paths.stored_labels) as folder:
-            folder.mkdir()  # left empty without the `stored` mode: the stage's output still exists
-            if "stored" in config.label_modes:
+
+    def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+        with runtime.autocast():
+            return accuracy(model, images, labels)
+
+    with progress_bar(runtime.is_main) as bar, parametrize.cached():
+        with runtime.output(paths.stored_labels) as folder:
+            if folder is not None:
+                folder.mkdir()  # left empty without the `stored` mode: the stage's output still exists
+            if folder is not None and "stored" in config.label_modes:
                 task = bar.add_task("store the teacher's labels", total=len(config.seeds), status="")
                 for seed, plan in plans.items():
-                    logits = teacher_view_logits(teacher, images, labels, plan, num_classes)
+                    with runtime.autocast():
+                        logits = teacher_view_logits(teacher, images, labels, plan, num_classes)
                     metadata = {"seed": seed, "batch_size": config.batch_size, "teacher": teacher_file.name,
                                 "classes_sha256": class_hash}  # fmt: skip
                     save_stored_labels(paths.stored_file(seed, folder), logits, plan, metadata)
                     bar.advance(task)
+        runtime.barrier()
         if "stored" in config.label_modes:
             for seed in config.seeds:
                 stored[seed], plans[seed] = load_stored_labels(paths.stored_file(seed))
@@ -280,26 +312,24 @@ def run_evaluate_students(
             "hard": lambda seed: None,
             "stored": lambda seed: replayed_labels(stored[seed]),
         }
-        for arch in config.archs:
-            for seed in config.seeds:
-                for mode in config.label_modes:
-                    run_started = time.perf_counter()
-                    model = new_student(arch, num_classes, images, train_meta["mean"], train_meta["std"], seed)
-                    task = bar.add_task(f"{arch} {mode} seed {seed}", total=config.epochs, status="")
+        for arch, seed, mode in runtime.shard_list(jobs):
+            run_started = time.perf_counter()
+            model = new_student(arch, num_classes, images, train_meta["mean"], train_meta["std"], seed, runtime.device)
+            task = bar.add_task(f"{arch} {mode} seed {seed}", total=config.epochs, status="")
 
-                    def progress(epoch: int, loss: float, task=task) -> None:
-                        bar.update(task, completed=epoch, status=f"loss {loss:.4f}")
+            def progress(epoch: int, loss: float, task=task) -> None:
+                bar.update(task, completed=epoch, status=f"loss {loss:.4f}")
 
-                    curve = train_student(
-                        model, mode, images, labels, plans[seed], sources[mode](seed), config, num_classes,
-                        lambda m: accuracy(m, curve_images, curve_labels), progress,
-                    )  # fmt: skip
-                    test_acc = accuracy(model, test.images, test.labels)
-                    val_acc = accuracy(model, val.images, val.labels)
-                    bar.update(task, status=f"test {test_acc:.4f}")
-                    runs.append(
-                        StudentRun(arch, mode, seed, test_acc, val_acc, curve, time.perf_counter() - run_started)
-                    )
+            curve = train_student(
+                model, mode, images, labels, plans[seed], sources[mode](seed), config, num_classes,
+                lambda m: score(m, curve_images, curve_labels), progress, runtime,
+            )  # fmt: skip
+            test_acc, val_acc = score(model, test.images, test.labels), score(model, val.images, val.labels)
+            bar.update(task, status=f"test {test_acc:.4f}")
+            runs.append(StudentRun(arch, mode, seed, test_acc, val_acc, curve, time.perf_counter() - run_started))
+    runs = sorted((run for share in runtime.gather(runs) for run in share), key=lambda run: jobs.index(run.job))
+    if not runtime.is_main:
+        return {}
     extra = {
         "projector": projector_paths.file.stat().st_size,
         "teacher": teacher_file.stat().st_size,

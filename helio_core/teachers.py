@@ -7,6 +7,7 @@ the train split, so a short CPU trajectory can still keep ~9 evenly spaced check
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from helio_core.data import DataPaths, load_classes, load_split
 from helio_core.errors import HelioError
 from helio_core.params import Params, TeacherParams, as_dict
 from helio_core.progress import progress_bar
+from helio_core.runtime import CPU, Runtime, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,12 @@ class TeacherPaths:
         return kept[-1]
 
 
-def load_teacher(path: Path, classes_sha256: str) -> nn.Module:
-    """A teacher checkpoint in eval mode and channels-last, checked against the class list."""
+def load_teacher(path: Path, classes_sha256: str, device: torch.device = CPU.device) -> nn.Module:
+    """A teacher checkpoint in eval mode and channels-last on `device`, checked against the class list."""
     teacher, metadata = models.load_checkpoint(path)
     if metadata.get("classes_sha256") != classes_sha256:
         raise HelioError(f"{path}: teacher made for another class list")
-    return teacher.to(memory_format=torch.channels_last)
+    return teacher.to(device, memory_format=torch.channels_last)
 
 
 class ShuffledStream:
@@ -79,21 +81,29 @@ def make_optimizer(model: nn.Module, params: TeacherParams) -> torch.optim.Optim
     return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW -> float in [0, 1], channels-last (faster convolutions on CPU and GPU)."""
-    return (images.float() / 255).contiguous(memory_format=torch.channels_last)
+def to_input(images: torch.Tensor, device: torch.device = CPU.device) -> torch.Tensor:
+    """uint8 NCHW -> float in [0, 1] on `device` (converted there), channels-last (faster convolutions)."""
+    return (images.to(device).float() / 255).contiguous(memory_format=torch.channels_last)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's tensors live (the CPU for a model without any)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else CPU.device
 
 
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, batch_size: int = 500, on_batch: Callable[[int], None] | None = None
 ) -> torch.Tensor:
-    """Logits of uint8 images, in eval mode (restored afterwards); `on_batch(n)` after each batch."""
+    """fp32 logits on the CPU of uint8 images, run on the model's device in eval mode (restored afterwards),
+    under whatever autocast the caller set; `on_batch(n)` after each batch."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     logits = []
     for chunk in images.split(batch_size):
-        logits.append(model(to_input(chunk)))
+        logits.append(model(to_input(chunk, device)).float().cpu())
         if on_batch is not None:
             on_batch(len(chunk))
     model.train(was_training)
@@ -107,9 +117,17 @@ def accuracy(
 
 
 def train_trajectory(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, params: TeacherParams, generator: torch.Generator
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    params: TeacherParams,
+    generator: torch.Generator,
+    runtime: Runtime = CPU,
 ):
-    """Train `model` in place; yield (epoch, step, steps per epoch, loss) after every step."""
+    """Train `model` in place; yield (epoch, step, steps per epoch, loss) after every step.
+
+    Every rank draws and augments the same global batch and trains on its shard; DDP averages the gradients,
+    so a batch size means the same thing on one process or many."""
     epoch_images = params.epoch_images or len(labels)
     steps_per_epoch = math.ceil(epoch_images / params.batch_size)
     total_steps = params.epochs * steps_per_epoch
@@ -118,6 +136,7 @@ def train_trajectory(
         optimizer, lambda step: lr_factor(step, total_steps, int(params.warmup * total_steps))
     )
     stream = ShuffledStream(len(labels), generator)
+    parallel, scaler = runtime.parallel(model), runtime.grad_scaler()
     model.train()
     for epoch in range(1, params.epochs + 1):
         for step in range(steps_per_epoch):
@@ -125,20 +144,25 @@ def train_trajectory(
             batch = augment.random_crop(images[index].float() / 255, params.crop_padding, generator)
             if params.flip:
                 batch = augment.random_flip(batch, generator)
-            logits = model(batch.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits, labels[index], label_smoothing=params.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            batch = runtime.to_device(runtime.shard(batch)).contiguous(memory_format=torch.channels_last)
+            with runtime.autocast():
+                logits = parallel(batch)
+            target = runtime.to_device(runtime.shard(labels[index]))
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=params.label_smoothing)
+            optimizer_step(loss, optimizer, scaler)
             schedule.step()
             yield epoch, step + 1, steps_per_epoch, loss.item()
 
 
 def run_train_teachers(
-    params: Params, paths: TeacherPaths = TeacherPaths(), data_paths: DataPaths = DataPaths()
+    params: Params,
+    paths: TeacherPaths = TeacherPaths(),
+    data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
 ) -> dict:
     """Train the trajectory, save the kept epochs, write validation accuracy per kept epoch to metrics
-    (choices of teacher windows read it) and the last kept epoch's accuracy on the whole test split."""
+    (choices of teacher windows read it) and the last kept epoch's accuracy on the whole test split.
+    Under torchrun every rank trains its shard of each batch; rank 0 scores, saves and writes metrics."""
     started = time.perf_counter()
     classes, class_hash = load_classes(data_paths.classes)
     train, train_meta = load_split(data_paths.train, class_hash)
@@ -150,23 +174,28 @@ def run_train_teachers(
     channels, size = train.images.shape[1], train.images.shape[-1]
     spec = {"arch": teacher.arch, "num_classes": len(classes), "in_channels": channels, "image_size": size}
     model = models.create_model(teacher.arch, len(classes), channels, size, train_meta["mean"], train_meta["std"])
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(runtime.device, memory_format=torch.channels_last)
     record = artifacts.provenance(
-        "train_teachers", {"seed": params.seed, "teachers": as_dict(teacher)}, {"train": data_paths.train}
+        "train_teachers",
+        {"seed": params.seed, "teachers": as_dict(teacher), "runtime": runtime.record()},
+        {"train": data_paths.train},
     )
     eval_count = min(teacher.eval_images or len(val.labels), len(val.labels))
     eval_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[:eval_count]
     eval_images, eval_labels = val.images[eval_index], val.labels[eval_index]
     kept: dict[str, float] = {}
-    with artifacts.atomic_path(paths.folder) as folder, progress_bar() as bar:
-        folder.mkdir()
+    trajectory = train_trajectory(model, train.images, train.labels, teacher, generator, runtime)
+    with runtime.output(paths.folder) as folder, progress_bar(runtime.is_main) as bar:
+        if folder is not None:
+            folder.mkdir()
         task = bar.add_task("teacher trajectory", total=teacher.epochs, status="")
-        for epoch, step, steps, loss in train_trajectory(model, train.images, train.labels, teacher, generator):
+        for epoch, step, steps, loss in trajectory:
             bar.update(task, completed=epoch - 1 + step / steps, status=f"epoch {epoch} loss {loss:.3f}")
-            if step < steps or epoch not in teacher.keep:
+            if step < steps or epoch not in teacher.keep or folder is None:
                 continue
             scoring = bar.add_task(f"score epoch {epoch}", total=eval_count, status="")
-            acc = accuracy(model, eval_images, eval_labels, partial(bar.advance, scoring))
+            with runtime.autocast():
+                acc = accuracy(model, eval_images, eval_labels, partial(bar.advance, scoring))
             bar.remove_task(scoring)
             kept[str(epoch)] = round(acc, 5)
             bar.console.print(f"epoch {epoch}: validation accuracy {acc:.4f} on {eval_count} val images")
@@ -178,10 +207,13 @@ def run_train_teachers(
                 "provenance": record,
             }
             models.save_checkpoint(paths.checkpoint(epoch, folder), model, spec, metadata)
+        if folder is None:
+            return {}
         last = max(teacher.keep)
         last_model, _ = models.load_checkpoint(paths.checkpoint(last, folder))
         scoring = bar.add_task(f"score epoch {last} on the full test split", total=len(test.labels), status="")
-        final_acc = accuracy(last_model, test.images, test.labels, partial(bar.advance, scoring))
+        with runtime.autocast():
+            final_acc = accuracy(last_model.to(runtime.device), test.images, test.labels, partial(bar.advance, scoring))
     metrics = {
         "val_acc": kept,
         "val_images": eval_count,

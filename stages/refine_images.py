@@ -1,12 +1,15 @@
 """DVC stage `refine_images`: paper Eq. 7 through the adapted encoder -> artifacts/refined/."""
 
+from helio_core import runtime
 from helio_core.errors import exit_on_error
 from helio_core.params import load_params
 from helio_core.refine import run_refine_images
 
 
 def main() -> None:
-    metrics = run_refine_images(load_params("params.yaml"))
+    params = load_params("params.yaml")
+    with runtime.started(params.runtime) as here:
+        metrics = run_refine_images(params, runtime=here)
     before, after = metrics["before"], metrics["after"]
     print(f"projector/teacher agreement on the distilled images {before['agreement']:.4f} -> {after['agreement']:.4f}")
     if metrics["enabled"]:

@@ -12,10 +12,14 @@ from helio_core.data import DataPaths, run_prepare
 from helio_core.distilled import DistilledPaths
 from helio_core.errors import HelioError
 from helio_core.params import ProjectorParams, load_params
+from helio_core.projector import ProjectorSpec, build_projector
 from helio_core.projector_fit import (
+    PrefixFed,
     ProjectorPaths,
+    cached_prefix_inputs,
     combine_teachers,
     mean_teacher_logits,
+    pixel_inputs,
     projector_loss,
     run_fit_projector,
 )
@@ -136,3 +140,49 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
         "projector" in students.output
         and f"{table['resnet18']['projector']['extra_storage_bytes']:,}" in students.output
     )
+
+
+LATE_TARGETS = ["blocks.4.*", "blocks.5.*"]
+
+
+def _efficientnet_projector(targets):
+    spec = ProjectorSpec("efficientnet_lite0", 32, "multi", "random", 2, 2.0, targets, 0)
+    torch.manual_seed(0)
+    return build_projector(spec, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize(("targets", "blocks"), [("all", 0), (LATE_TARGETS, 4), (["blocks.5.*"], 5)])
+def test_prefix_fed_logits_equal_the_full_forward(targets, blocks):
+    projector = _efficientnet_projector(targets).eval()
+    assert projector.frozen_prefix_blocks() == blocks
+    images = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        fed = PrefixFed(projector, blocks)(*projector.prefix(images, blocks))
+        torch.testing.assert_close(fed, projector(images), rtol=1e-5, atol=1e-5)
+
+
+def test_cached_prefix_inputs_hold_each_view_of_each_image():
+    projector = _efficientnet_projector(LATE_TARGETS).eval()
+    images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
+    inputs = cached_prefix_inputs(projector, images, views=2, blocks=4, batch_size=2)
+    index, view = torch.tensor([3, 0, 3]), torch.tensor([0, 1, 1])
+    pixels = pixel_inputs(images)(index, view)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(PrefixFed(projector, 4)(*inputs(index, view)), projector(pixels))
+
+
+def test_fit_with_the_cached_prefix_follows_the_uncached_fit(fitted, tmp_path):
+    """The cache changes what is computed, not the loss: the same seed gives the same training curve."""
+    params, _, _, distilled = fitted
+    root = distilled.folder.parent
+    data, teachers = DataPaths(root / "data"), TeacherPaths(root / "teachers", root / "teachers.json")
+    histories = {}
+    for cache in (True, False):
+        overrides = ["projector.views=plain", f"projector.cache_prefix={str(cache).lower()}",
+                     'lora.targets=["blocks.4.*","blocks.5.*"]']  # fmt: skip
+        variant = load_params(REPO / "presets" / "quick.yaml", overrides)
+        paths = ProjectorPaths(tmp_path / f"{cache}" / "projector.safetensors", tmp_path / f"{cache}.json")
+        metrics = run_fit_projector(variant, paths, distilled, teachers, data)
+        assert metrics["cached_prefix_blocks"] == (4 if cache else 0)
+        histories[cache] = [epoch["val_loss"] for epoch in metrics["history"]]
+    assert histories[True] == pytest.approx(histories[False], rel=1e-3)
