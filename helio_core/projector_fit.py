@@ -124,7 +124,7 @@ def pixel_inputs(images: torch.Tensor) -> Inputs:
 
 @torch.inference_mode()
 def cached_prefix_inputs(
-    projector: Projector, images: torch.Tensor, views: int, blocks: int, batch_size: int = 256, on_batch=None
+    projector: Projector, images: torch.Tensor, views: int, blocks: int, batch_size: int = 128, on_batch=None
 ) -> Inputs:
     """The projector's frozen prefix (preprocessing, stem and `blocks` unadapted blocks) run once per image and
     view and kept on the CPU: every epoch then only runs the adapted blocks. Same inputs as `pixel_inputs`."""
@@ -329,7 +329,7 @@ def run_fit_projector(
                 caching = bar.add_task(f"cache {prefix_blocks} frozen blocks", total=views * len(fit_labels), status="")
                 with runtime.autocast():
                     inputs = cached_prefix_inputs(
-                        projector, fit_images, views, prefix_blocks, on_batch=partial(bar.advance, caching)
+                        projector, fit_images, views, prefix_blocks, config.batch_size, partial(bar.advance, caching)
                     )
             batches = fixed_views(inputs, fit_labels, fit_targets, config, runtime)
         else:

@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 
-from helio_core import artifacts
+from helio_core import artifacts, runtime
 from helio_core.backbones import create_backbone
 from helio_core.data import classes_sha256, load_classes, load_source
 from helio_core.distilled import DistilledPaths, load_distilled
@@ -40,6 +40,8 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
         ("lora.rank=two", "lora.rank must be an integer, got 'two'"),
         ("teachers.arch=resnet19", "teachers.arch must be one of resnet18, resnet18_cifar; got 'resnet19'"),
         ("student.archs=[resnet18, vit]", "student.archs[1] must be one of resnet18, resnet18_cifar; got 'vit'"),
+        ("runtime.device=gpu", "runtime.device must be one of auto, cpu, cuda; got 'gpu'"),
+        ("runtime.threads=0", "runtime.threads must be > 0, got 0"),
     ],
 )
 def test_bad_param_names_the_key(override, message):
@@ -319,3 +321,14 @@ def test_a_torchvision_file_that_is_not_a_state_dict_is_named(tmp_path):
     with pytest.raises(HelioError, match=re.escape(f"{path}: not a resnet18 state dict")) as error:
         create_backbone(f"torchvision:resnet18/{path}")
     _one_line(error)
+
+
+def test_cuda_asked_for_without_cuda_is_an_error_not_a_cpu_run(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    params = load_params(REPO / "presets" / "quick.yaml", ["runtime.device=cuda"])
+    with pytest.raises(HelioError, match=re.escape("runtime.device=cuda but torch sees no CUDA device")) as error:
+        with runtime.started(params.runtime):
+            pass
+    _one_line(error)
+    with runtime.started(load_params(REPO / "presets" / "quick.yaml", ["runtime.device=auto"]).runtime) as here:
+        assert here.device.type == "cpu" and here.precision == "fp32" and here.world_size == 1

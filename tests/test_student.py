@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helio_core import storage, student
+from helio_core import runtime, storage, student
 from helio_core.augment import render_views
 from helio_core.params import load_params
 from tests.conftest import REPO
@@ -141,3 +141,23 @@ def test_storage_formula_at_imagenet_scale_matches_the_papers_order():
     assert ipc1["labels"] == 600_000_000  # the paper: ~0.57 GB for IN-1K IPC 1
     ipc50 = storage.stored_label_bytes(images=50_000, epochs=300, classes=1000, batch_size=100)
     assert ipc50["labels"] == 30_000_000_000 and ipc50["records"] > 50_000 * 300 * 12  # int32 indices past 32,767
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_student_step_learns_with_float_losses(precision):
+    """The autocast and loss-scaler path that GPUs take, run on the CPU (autocast supports both dtypes there)."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    config = _config("student.epochs=3")
+    plan = student.make_plan(6, 8, config, [0.5, 1.0], seed=0)
+    model, teacher = TinyStudent(), TinyStudent()
+    before = model.fc.weight.detach().clone()
+    losses = []
+    here = runtime.Runtime(torch.device("cpu"), precision)
+    curve = student.train_student(
+        model, "teacher", images, labels, plan, student.online_labels(teacher), config, 3, lambda m: 0.0,
+        lambda epoch, loss: losses.append(loss), here,
+    )  # fmt: skip
+    assert len(curve) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(model.fc.weight, before) and model.fc.weight.dtype == torch.float32
