@@ -1,0 +1,77 @@
+"""Autocast precision vs fp32 on this machine's device, side by side in one run: why `runtime.precision: auto`
+stays fp32 on the CPU and takes bf16 on CUDA.
+
+    python bench/precision.py [--device auto] [--repeats 20]
+
+Times (median ms, A B A B ...) a ResNet-18 student training step (batch 50, 28-px grey) and the projector's
+forward (EfficientNet-Lite0 multi-level at 64 px, LoRA r8, batch 50) at fp32 and under bf16 autocast
+(and fp16 on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+from helio_core import models
+from helio_core.projector import ProjectorSpec, build_projector
+from helio_core.runtime import Runtime, choose_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    device = choose_device(args.device, 0)
+    precisions = ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
+    runtimes = {name: Runtime(device, name) for name in precisions}
+
+    torch.manual_seed(0)
+    images = torch.rand(50, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (50,), device=device)
+    students = {
+        name: models.create_model("resnet18", 10, 1, 28, [0.5], [0.25]).to(device, memory_format=torch.channels_last)
+        for name in precisions
+    }
+    optimizers = {name: torch.optim.AdamW(students[name].parameters(), fused=True) for name in precisions}
+    spec = ProjectorSpec("efficientnet_lite0", 64, "multi", "random", 8, 8.0, "all", 16)
+    projector = build_projector(spec, [str(i) for i in range(10)]).eval().to(device)
+
+    def train_step(name: str) -> None:
+        with runtimes[name].autocast():
+            loss = F.cross_entropy(students[name](images).float(), labels)
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
+
+    def label(name: str) -> None:
+        with torch.inference_mode(), parametrize.cached(), runtimes[name].autocast():
+            projector(images)
+
+    results = {}
+    for task, run in (("student train step", train_step), ("projector forward", label)):
+        times: dict[str, list[float]] = {name: [] for name in precisions}
+        for name in precisions:
+            run(name)  # warm-up
+        for _ in range(args.repeats):
+            for name in precisions:
+                started = time.perf_counter()
+                run(name)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - started)
+        results[task] = {name: statistics.median(values) * 1000 for name, values in times.items()}
+    print(f"{device}, {torch.get_num_threads()} threads, median of {args.repeats}; speed relative to fp32")
+    for task, row in results.items():
+        cells = "   ".join(f"{name} {ms:7.1f} ms {row['fp32'] / ms:4.2f}x" for name, ms in row.items())
+        print(f"{task:<20} {cells}")
+
+
+if __name__ == "__main__":
+    main()
