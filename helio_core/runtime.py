@@ -65,6 +65,11 @@ class Runtime:
 
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
         """This process's share of a global batch (every rank draws the same batch from the same seed)."""
+        if len(batch) < self.world_size:
+            raise HelioError(
+                f"a batch of {len(batch)} cannot be shared by {self.world_size} processes "
+                "(choose batch sizes and image counts whose last batch holds at least one image per process)"
+            )
         return batch[self.rank :: self.world_size]
 
     def shard_list(self, items: list[Any]) -> list[Any]:
