@@ -108,6 +108,7 @@ def run_refine_images(
 ) -> dict:
     """Refine the distilled images (or pass them through when refine.enabled is false) and measure the effect.
     Pixels are optimised in fp32 on the runtime's device (autocast would quantise their gradients)."""
+    runtime.require_single("refine_images")
     started = time.perf_counter()
     config = params.refine
     _, class_hash = load_classes(data_paths.classes)

@@ -72,6 +72,11 @@ class Runtime:
             )
         return batch[self.rank :: self.world_size]
 
+    def require_single(self, stage: str) -> None:
+        """For stages with nothing to share among processes: two ranks would both write the outputs."""
+        if self.distributed:
+            raise HelioError(f"{stage} runs in one process; start it without torchrun (python -m stages.{stage})")
+
     def shard_list(self, items: list[Any]) -> list[Any]:
         """This process's share of a list of independent jobs, dealt out round-robin."""
         return items[self.rank :: self.world_size]

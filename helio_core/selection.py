@@ -109,6 +109,7 @@ def run_select_patches(
     runtime: Runtime = CPU,
 ) -> dict:
     """Select and tile patches for every class; write PNGs, labels.json and the grid picture."""
+    runtime.require_single("select_patches")
     select = params.select
     classes, class_hash = load_classes(data_paths.classes)
     train, _ = load_split(data_paths.train, class_hash)

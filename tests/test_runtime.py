@@ -23,6 +23,12 @@ def test_jobs_are_dealt_round_robin_and_a_batch_smaller_than_the_world_is_refuse
         Runtime(CPU.device, "fp32", 1, 2).shard(torch.zeros(1))
 
 
+def test_single_process_stages_refuse_torchrun():
+    with pytest.raises(HelioError, match=r"select_patches runs in one process; start it without torchrun"):
+        Runtime(CPU.device, "fp32", 0, 2).require_single("select_patches")
+    CPU.require_single("select_patches")
+
+
 def test_precision_auto_is_fp32_on_the_cpu_and_explicit_choices_stand():
     assert choose_precision("auto", torch.device("cpu")) == "fp32"
     assert choose_precision("bf16", torch.device("cpu")) == "bf16"
