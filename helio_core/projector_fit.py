@@ -35,8 +35,8 @@ from helio_core.projector import (
     load_projector,
     save_projector,
 )
-from helio_core.runtime import CPU, Runtime, optimizer_step
-from helio_core.teachers import TeacherPaths, lr_factor, model_device, predict_logits
+from helio_core.runtime import CPU, Runtime, model_device, optimizer_step
+from helio_core.teachers import TeacherPaths, lr_factor, predict_logits
 
 
 @dataclass(frozen=True)

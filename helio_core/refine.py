@@ -25,8 +25,8 @@ from helio_core.params import Params, RefineParams, as_dict
 from helio_core.progress import progress_bar
 from helio_core.projector import Projector, load_projector
 from helio_core.projector_fit import ProjectorPaths, project
-from helio_core.runtime import CPU, Runtime
-from helio_core.teachers import TeacherPaths, load_teacher, model_device, predict_logits
+from helio_core.runtime import CPU, Runtime, model_device
+from helio_core.teachers import TeacherPaths, load_teacher, predict_logits
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from helio_core.distilled import DistilledPaths, save_grid
 from helio_core.errors import HelioError
 from helio_core.params import Params, SelectParams, as_dict
 from helio_core.progress import progress_bar
-from helio_core.runtime import CPU, Runtime
-from helio_core.teachers import TeacherPaths, model_device
+from helio_core.runtime import CPU, Runtime, model_device
+from helio_core.teachers import TeacherPaths
 
 
 def random_square_crops(image: torch.Tensor, count: int, out_size: int, scale: list[float]) -> torch.Tensor:

@@ -30,8 +30,8 @@ from helio_core.params import LabelMode, Params, StudentParams
 from helio_core.progress import progress_bar
 from helio_core.projector import load_projector
 from helio_core.projector_fit import ProjectorPaths, distillation_kl
-from helio_core.runtime import CPU, Runtime, optimizer_step
-from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor, model_device
+from helio_core.runtime import CPU, Runtime, model_device, optimizer_step
+from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor
 
 SoftLabels = Callable[[int, slice, torch.Tensor], torch.Tensor | None]  # (epoch, positions, views) -> logits
 

@@ -7,7 +7,6 @@ the train split, so a short CPU trajectory can still keep ~9 evenly spaced check
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from helio_core.data import DataPaths, load_classes, load_split
 from helio_core.errors import HelioError
 from helio_core.params import Params, TeacherParams, as_dict
 from helio_core.progress import progress_bar
-from helio_core.runtime import CPU, Runtime, optimizer_step
+from helio_core.runtime import CPU, Runtime, model_device, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -84,12 +83,6 @@ def make_optimizer(model: nn.Module, params: TeacherParams) -> torch.optim.Optim
 def to_input(images: torch.Tensor, device: torch.device = CPU.device) -> torch.Tensor:
     """uint8 NCHW -> float in [0, 1] on `device` (converted there), channels-last (faster convolutions)."""
     return (images.to(device).float() / 255).contiguous(memory_format=torch.channels_last)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's tensors live (the CPU for a model without any)."""
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return tensor.device if tensor is not None else CPU.device
 
 
 @torch.inference_mode()
