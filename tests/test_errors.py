@@ -30,6 +30,8 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 
 # ---- params -------------------------------------------------------------------------------------------
 
+ARCHS = "efficientnet_b0, mobilenet_v2, resnet18, resnet18_cifar, shufflenet_v2, swin_v2_t, vgg11"
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -38,8 +40,8 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
         ("lora.rank=-1", "lora.rank must be >= 0, got -1"),
         ("lora.head_rank=-2", "lora.head_rank must be >= 0, got -2"),
         ("lora.rank=two", "lora.rank must be an integer, got 'two'"),
-        ("teachers.arch=resnet19", "teachers.arch must be one of resnet18, resnet18_cifar; got 'resnet19'"),
-        ("student.archs=[resnet18, vit]", "student.archs[1] must be one of resnet18, resnet18_cifar; got 'vit'"),
+        ("teachers.arch=resnet19", f"teachers.arch must be one of {ARCHS}; got 'resnet19'"),
+        ("student.archs=[resnet18, vit]", f"student.archs[1] must be one of {ARCHS}; got 'vit'"),
         ("runtime.device=gpu", "runtime.device must be one of auto, cpu, cuda; got 'gpu'"),
         ("runtime.threads=0", "runtime.threads must be > 0, got 0"),
     ],

@@ -1,9 +1,13 @@
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from helio_core import models
 from helio_core.errors import HelioError
+from helio_core.params import StudentParams
+from helio_core.student import make_plan, new_student, train_student
 
 
 def test_cifar_resnet18_has_cifar_stem_and_keeps_resolution():
@@ -40,3 +44,51 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     loaded, metadata = models.load_checkpoint(tmp_path / "m.safetensors")
     x = torch.rand(3, 3, 16, 16)
     assert metadata["epoch"] == 3 and torch.equal(loaded(x), model(x))
+
+
+# ---- the paper's cross-architecture students (Table 2) --------------------------------------------------
+
+STUDENT_ARCHS = ["shufflenet_v2", "mobilenet_v2", "efficientnet_b0", "swin_v2_t", "vgg11"]
+# (module whose output is the last stage, its height axis) and that grid's size at 28, 32 and 224 px
+LAST_STAGE = {
+    "shufflenet_v2": ("stage4", -1, {28: 4, 32: 4, 224: 7}),
+    "mobilenet_v2": ("features", -1, {28: 4, 32: 4, 224: 7}),
+    "efficientnet_b0": ("features", -1, {28: 4, 32: 4, 224: 7}),
+    "swin_v2_t": ("features", 1, {28: 2, 32: 2, 224: 7}),  # channels last: (N, H, W, C)
+    "vgg11": ("features", -1, {28: 3, 32: 4, 224: 7}),
+}
+SHAPES = [(1, 28), (3, 32), (3, 224)]
+
+
+@pytest.mark.parametrize("arch", STUDENT_ARCHS)
+@pytest.mark.parametrize(("channels", "size"), SHAPES)
+def test_student_arch_keeps_a_last_stage_grid_and_trains_a_step(arch, channels, size):
+    images = torch.randint(0, 256, (4, channels, size, size), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0])
+    model = new_student(arch, 3, images, [0.5] * channels, [0.25] * channels, seed=0)
+    name, axis, grids = LAST_STAGE[arch]
+    seen = []
+    getattr(model.net, name).register_forward_hook(lambda module, inputs, output: seen.append(output.shape[axis]))
+    params = StudentParams(epochs=1, batch_size=4, eval_every=1)
+    plan = make_plan(4, size, params, [0.5, 1.0], seed=0)
+    curve = train_student(model, "hard", images, labels, plan, None, params, 3, lambda m: 0.0)
+    assert seen == [grids[size]] and math.isfinite(curve[0][1])
+    assert model.eval()(images.float() / 255).shape == (4, 3)
+
+
+@pytest.mark.parametrize("arch", STUDENT_ARCHS)
+def test_student_arch_checkpoint_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    model = models.create_model(arch, 5, 1, 28, [0.3], [0.2]).eval()
+    spec = {"arch": arch, "num_classes": 5, "in_channels": 1, "image_size": 28}
+    models.save_checkpoint(tmp_path / "m.safetensors", model, spec, {})
+    loaded, _ = models.load_checkpoint(tmp_path / "m.safetensors")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_low_resolution_variants_switch_at_low_res_max():
+    small = models.create_model("shufflenet_v2", 10, 3, models.LOW_RES_MAX, [0.5] * 3, [0.2] * 3).net
+    large = models.create_model("shufflenet_v2", 10, 3, models.LOW_RES_MAX + 1, [0.5] * 3, [0.2] * 3).net
+    assert isinstance(small.maxpool, nn.Identity) and small.conv1[0].stride == (1, 1)
+    assert isinstance(large.maxpool, nn.MaxPool2d) and large.conv1[0].stride == (2, 2)
