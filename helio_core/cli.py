@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +17,7 @@ from torch.nn.utils import parametrize
 from helio_core import artifacts, runtime
 from helio_core.data import run_prepare
 from helio_core.errors import HelioError
+from helio_core.experiments import load_table, queue_commands
 from helio_core.params import Params, load_params
 from helio_core.projector import Projector
 from helio_core.projector_fit import run_fit_projector
@@ -173,6 +176,26 @@ def info(
     for key, value in provenance.get("params", {}).items():
         table.add_row(f"param: {key}", _short(value))
     console.print(table)
+
+
+@app.command()
+def queue(
+    table: Annotated[str, typer.Argument(help="a table of the experiments file: ladder, ranks, windows, ...")],
+    experiments: Annotated[Path, typer.Option(help="the experiments file")] = Path("experiments/paper.yaml"),
+    params: ParamsFile = Path("params.yaml"),
+    dry_run: Annotated[bool, typer.Option(help="print the dvc commands, queue nothing")] = False,
+) -> None:
+    """Queue a table of the paper as DVC experiments (every row checked first); run them with `dvc queue start`."""
+    try:
+        commands = queue_commands(load_table(experiments, table, params))
+    except HelioError as error:
+        _fail(error)
+    for command in commands:
+        typer.echo(shlex.join(command))  # unwrapped: the lines are meant to be copied
+        if not dry_run:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    if not dry_run:
+        console.print(f"queued {len(commands)} experiments; start them with: dvc queue start -j 1")
 
 
 def _short(value: object, limit: int = 160) -> str:

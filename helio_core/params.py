@@ -135,7 +135,8 @@ class ProjectorParams:
     batch_size: int = 128
     lr: float = 0.002
     weight_decay: float = 0.0
-    loss: Literal["mse", "kl"] = "mse"  # mse: Eq. 5 on logits; kl: temperature-scaled KL to the target
+    loss: Literal["mse", "kl", "ce"] = "mse"  # mse: Eq. 5 on logits; kl: temperature-scaled KL to the target;
+    # ce: hard labels only, no teacher guidance (the first step of the paper's ablation, Table 3)
     temperature: float = 4.0  # kl only
     lambda_ce: float = 0.1  # weight of the hard-label cross-entropy (Eq. 5's lambda)
     flip: bool = True  # views=plain: also fit on mirrored images (their targets are the teachers' on the mirror)

@@ -55,7 +55,10 @@ def distillation_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperatu
 def projector_loss(
     logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, params: ProjectorParams
 ) -> torch.Tensor:
-    """Eq. 5: MSE to the target logits (or KL at temperature T) plus lambda * CE to the hard labels."""
+    """Eq. 5: MSE to the target logits (or KL at temperature T) plus lambda * CE to the hard labels; loss=ce
+    is the hard labels' cross-entropy alone (no teacher guidance)."""
+    if params.loss == "ce":
+        return F.cross_entropy(logits, labels)
     if params.loss == "mse":
         soft = F.mse_loss(logits, target)
     else:
