@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 
 from helio_core.backbones import create_backbone
 from helio_core.projector import ProjectorSpec, build_projector
+from helio_core.runtime import choose_device
 
 
 def images_per_second(runs: dict, batch: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -30,6 +31,8 @@ def images_per_second(runs: dict, batch: torch.Tensor, repeats: int) -> dict[str
             for name, run in runs.items():
                 start = time.perf_counter()
                 run(batch)
+                if batch.is_cuda:
+                    torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - start)
     return {name: len(batch) / statistics.median(values) for name, values in times.items()}
 
@@ -42,15 +45,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--head-rank", type=int, default=16)
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    device = choose_device(args.device, 0)
 
     torch.manual_seed(0)
-    batch = torch.rand(args.batch, 1, 32, 32)
+    batch = torch.rand(args.batch, 1, 32, 32, device=device)
     spec = ProjectorSpec(args.backbone, args.resolution, "multi", "random", args.rank, 8.0, "all", args.head_rank)
-    projector = build_projector(spec, [f"class {i}" for i in range(10)]).eval()
+    projector = build_projector(spec, [f"class {i}" for i in range(10)]).eval().to(device)
     for parameter in projector.trainable_parameters():
         torch.nn.init.normal_(parameter, std=0.01)  # a trained-looking projector, not the identity
-    backbone = create_backbone(args.backbone, args.resolution, "multi").encoder
+    backbone = create_backbone(args.backbone, args.resolution, "multi").encoder.to(device)
 
     def cached(images: torch.Tensor) -> torch.Tensor:
         with parametrize.cached():
@@ -58,7 +63,7 @@ def main() -> None:
 
     speed = images_per_second({"plain": backbone, "adapted": projector, "cached": cached}, batch, args.repeats)
     plain, adapted, merged = speed["plain"], speed["adapted"], speed["cached"]
-    print(f"{args.backbone} at {args.resolution} px, batch {args.batch}, {torch.get_num_threads()} threads")
+    print(f"{args.backbone} at {args.resolution} px, batch {args.batch}, {device}, {torch.get_num_threads()} threads")
     print(f"backbone forward            {plain:8.0f} img/s   1.00")
     print(f"projector (per-call LoRA)   {adapted:8.0f} img/s   {adapted / plain:.2f}")
     print(f"projector (cached weights)  {merged:8.0f} img/s   {merged / plain:.2f}")
