@@ -111,14 +111,6 @@ class Runtime:
         dist.all_gather_object(values, value)
         return values
 
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's `value` on every rank."""
-        if not self.distributed:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 CPU = Runtime(torch.device("cpu"), "fp32")  # one process on the CPU at fp32: what library calls default to
 
