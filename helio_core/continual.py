@@ -2,14 +2,32 @@
 
 At each step new classes arrive; GDumb trains a model from scratch on its memory (a class-balanced sample of
 everything seen so far, here the distilled images of the seen classes) and tests it on the test images of the
-seen classes. These pure functions say which classes, memory images and test images each step uses.
+seen classes. The pure functions say which classes, memory images and test images each step uses; the stage
+`evaluate_continual` (its own pipeline, experiments/continual/dvc.yaml) trains the students per label mode.
 """
 
 from __future__ import annotations
 
-import torch
+import itertools
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from helio_core import artifacts, report
+from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.distilled import REFINED, DistilledPaths, load_distilled
 from helio_core.errors import HelioError
+from helio_core.params import Params
+from helio_core.progress import progress_bar
+from helio_core.projector import load_projector
+from helio_core.projector_fit import ProjectorPaths
+from helio_core.runtime import CPU, Runtime
+from helio_core.student import make_plan, new_student, online_labels, train_student
+from helio_core.teachers import TeacherPaths, accuracy, load_teacher
 
 
 def class_steps(num_classes: int, steps: int, seed: int | None = None) -> list[list[int]]:
@@ -49,3 +67,95 @@ def memory_indices(labels: torch.Tensor, seen: list[int], budget: int | None = N
 def seen_test_indices(labels: torch.Tensor, seen: list[int]) -> torch.Tensor:
     """Indices (ascending) of the test images whose class has been seen."""
     return torch.isin(labels, torch.tensor(seen, dtype=labels.dtype)).nonzero().flatten()
+
+
+class SeenClasses(nn.Module):
+    """A classifier restricted to the seen classes (GDumb masks the others): logits in `seen` order."""
+
+    def __init__(self, model: nn.Module, seen: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("seen", torch.tensor(seen), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)[:, self.seen]
+
+
+def relabel(labels: torch.Tensor, seen: list[int]) -> torch.Tensor:
+    """Class indices -> positions in `seen` (the restricted classifier's output order)."""
+    position = torch.full((int(labels.max()) + 1,), -1, dtype=torch.int64)
+    position[torch.tensor(seen)] = torch.arange(len(seen))
+    return position[labels]
+
+
+@dataclass(frozen=True)
+class ContinualPaths:
+    metrics: Path = Path("metrics/continual.json")
+    plot: Path = Path("plots/continual.png")
+
+
+def run_evaluate_continual(
+    params: Params,
+    paths: ContinualPaths = ContinualPaths(),
+    refined_paths: DistilledPaths = REFINED,
+    distilled_paths: DistilledPaths = DistilledPaths(),
+    projector_paths: ProjectorPaths = ProjectorPaths(),
+    teacher_paths: TeacherPaths = TeacherPaths(),
+    data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
+) -> dict:
+    """For each schedule in continual.steps, each seed and label mode: a student per step trained from scratch
+    on the memory (the student section's recipe, labels restricted to the seen classes) and its test accuracy
+    on the seen classes. Writes the accuracy per step, mean over seeds, and a plot of it."""
+    runtime.require_single("evaluate_continual")
+    config, student = params.continual, params.student
+    classes, class_hash = load_classes(data_paths.classes)
+    _, train_meta = load_split(data_paths.train, class_hash)
+    test, _ = load_split(data_paths.test, class_hash)
+    images, labels = load_distilled(refined_paths, class_hash)
+    distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
+    teacher = load_teacher(teacher_paths.last_kept(), class_hash, runtime.device)
+    projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
+    projector.requires_grad_(False).eval().to(runtime.device)
+    labellers = {"projector": projector, "teacher": teacher, "hard": None}
+    schedules = {steps: class_steps(len(classes), steps, config.class_order_seed) for steps in config.steps}
+    accuracy_per_step: dict[str, dict[str, list[list[float]]]] = {}
+    with progress_bar(runtime.is_main) as bar, parametrize.cached():
+        for steps, groups in schedules.items():
+            task = bar.add_task(f"{steps} steps", total=steps * len(config.seeds) * len(config.label_modes), status="")
+            table = accuracy_per_step.setdefault(str(steps), {mode: [] for mode in config.label_modes})
+            for seed, mode in itertools.product(config.seeds, config.label_modes):
+                curve = []
+                for step in range(steps):
+                    seen = seen_classes(groups, step)
+                    memory = memory_indices(labels, seen, config.memory)
+                    plan = make_plan(len(memory), images.shape[-1], student, params.student_crop_scale, seed)
+                    model = new_student(student.archs[0], len(classes), images, train_meta["mean"], train_meta["std"],
+                                        seed, runtime.device)  # fmt: skip
+                    labeller = labellers[mode]
+                    soft = online_labels(SeenClasses(labeller, seen).to(runtime.device)) if labeller else None
+                    restricted = SeenClasses(model, seen).to(runtime.device)
+                    train_student(restricted, mode, images[memory], relabel(labels[memory], seen), plan, soft, student,
+                                  len(seen), lambda m: 0.0, runtime=runtime)  # fmt: skip
+                    tested = seen_test_indices(test.labels, seen)
+                    with runtime.autocast():
+                        curve.append(accuracy(restricted, test.images[tested], relabel(test.labels[tested], seen)))
+                    bar.advance(task)
+                table[mode].append(curve)
+    summary = {
+        steps: {
+            mode: [round(statistics.fmean(values), 5) for values in zip(*curves, strict=True)]
+            for mode, curves in modes.items()
+        }
+        for steps, modes in accuracy_per_step.items()
+    }
+    metrics = {
+        "arch": student.archs[0],
+        "epochs": student.epochs,
+        "class_order": {str(steps): groups for steps, groups in schedules.items()},
+        "accuracy_per_step": summary,
+        "seeds": config.seeds,
+    }
+    artifacts.write_json(paths.metrics, metrics)
+    report.plot_continual(paths.plot, summary, len(classes))
+    return metrics

@@ -245,6 +245,27 @@ class StudentParams:
 
 
 @dataclass(frozen=True)
+class ContinualParams:
+    """GDumb-style class-incremental evaluation (paper Fig. 2): at each step a student is trained from scratch on
+    the distilled images of the classes seen so far, with the `student` section's recipe, and tested on them."""
+
+    steps: list[int] = field(default_factory=lambda: [5, 10])  # how many steps the classes arrive in
+    label_modes: list[Literal["projector", "teacher", "hard"]] = field(default_factory=lambda: ["projector", "teacher"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    class_order_seed: int | None = 0  # None: the classes in their natural order
+    memory: int | None = None  # GDumb's memory in images (None: every distilled image of the seen classes)
+
+    def validate(self) -> None:
+        for key in ("steps", "label_modes", "seeds"):
+            if not getattr(self, key):
+                raise HelioError(f"continual.{key} must list at least one entry")
+        for steps in self.steps:
+            _positive("continual.steps[]", steps)
+        if self.memory is not None:
+            _positive("continual.memory", self.memory)
+
+
+@dataclass(frozen=True)
 class RuntimeParams:
     """Where the stages run. Not a DVC dependency of any stage: moving a run to a GPU does not invalidate
     its outputs, but every artifact's provenance records the device and precision that made it."""
@@ -272,6 +293,7 @@ class Params:
     lora: LoraParams = field(default_factory=LoraParams)
     refine: RefineParams = field(default_factory=RefineParams)
     student: StudentParams = field(default_factory=StudentParams)
+    continual: ContinualParams = field(default_factory=ContinualParams)
     runtime: RuntimeParams = field(default_factory=RuntimeParams)
 
     def validate(self) -> None:
@@ -282,6 +304,7 @@ class Params:
         self.lora.validate()
         self.refine.validate()
         self.student.validate()
+        self.continual.validate()
         self.runtime.validate()
         missing = sorted(set(self.projector.teachers or []) - set(self.teachers.keep))
         if missing:

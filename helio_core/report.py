@@ -75,3 +75,26 @@ def plot_accuracy_vs_storage(path: Path, summary: dict, images_bytes: int, ipc: 
     with artifacts.atomic_path(path) as staged:
         figure.savefig(staged, format="png")
     plt.close(figure)
+
+
+def plot_continual(path: Path, summary: dict[str, dict[str, list[float]]], num_classes: int) -> None:
+    """Test accuracy on the seen classes after each step, one line per (schedule, label mode) (paper Fig. 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for steps, modes in summary.items():
+        seen = [num_classes * (step + 1) // int(steps) for step in range(int(steps))]
+        for mode, accuracies in modes.items():
+            axes.plot(seen, [100 * a for a in accuracies], marker="o", label=f"{MODE_NAMES[mode]}, {steps} steps")
+    axes.set_xlabel("classes seen")
+    axes.set_ylabel("test accuracy on the seen classes (%)")
+    axes.set_title("class-incremental (GDumb) on the distilled images")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with artifacts.atomic_path(path) as staged:
+        figure.savefig(staged, format="png")
+    plt.close(figure)

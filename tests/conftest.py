@@ -44,7 +44,7 @@ def project_copy(tmp_path):
     """The pipeline's files (no outputs) copied into a fresh folder, with the quick preset as params.yaml."""
     target = tmp_path / "project"
     target.mkdir()
-    for name in ("helio_core", "stages"):
+    for name in ("helio_core", "stages", "experiments"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, target / name)

@@ -1,7 +1,15 @@
 import pytest
 import torch
+from torch import nn
 
-from helio_core.continual import class_steps, memory_indices, seen_classes, seen_test_indices
+from helio_core.continual import (
+    SeenClasses,
+    class_steps,
+    memory_indices,
+    relabel,
+    seen_classes,
+    seen_test_indices,
+)
 from helio_core.errors import HelioError
 
 
@@ -67,3 +75,11 @@ def test_test_subset_holds_the_test_images_of_the_seen_classes():
     assert seen_test_indices(labels, [3, 0]).tolist() == [0, 1, 3, 5]
     groups = class_steps(4, 2)
     assert seen_test_indices(labels, seen_classes(groups, 1)).tolist() == list(range(7))
+
+
+def test_seen_classes_restrict_a_classifier_and_relabel_in_seen_order():
+    model = nn.Linear(2, 5, bias=False)
+    model.weight.data = torch.arange(10.0).view(5, 2)
+    restricted = SeenClasses(model, [3, 1])
+    torch.testing.assert_close(restricted(torch.ones(1, 2)), torch.tensor([[13.0, 5.0]]))
+    assert relabel(torch.tensor([1, 3, 3, 1]), [3, 1]).tolist() == [1, 0, 0, 1]

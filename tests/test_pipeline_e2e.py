@@ -63,6 +63,13 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     again = _run(root, sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again
 
+    continual = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/continual/dvc.yaml")
+    assert "Running stage 'evaluate_continual'" in continual and "Running stage 'prepare'" not in continual
+    steps = json.loads((root / "metrics/continual.json").read_text())["accuracy_per_step"]
+    assert {schedule: len(steps[schedule]["projector"]) for schedule in steps} == {"2": 2, "4": 4}
+    assert steps["4"]["teacher"][0] == 1.0  # one class seen: every test image is of it
+    assert (root / "plots/continual.png").stat().st_size > 1000
+
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "quick pipeline")
     experiment = _run(root, sys.executable, "-m", "dvc", "exp", "run", "-S", "select.ipc=1")
