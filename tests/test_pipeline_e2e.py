@@ -64,7 +64,7 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert "Running stage" not in again
 
     continual = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/continual/dvc.yaml")
-    assert "Running stage 'evaluate_continual'" in continual and "Running stage 'prepare'" not in continual
+    assert "dvc.yaml:evaluate_continual'" in continual and "Running stage 'prepare'" not in continual
     steps = json.loads((root / "metrics/continual.json").read_text())["accuracy_per_step"]
     assert {schedule: len(steps[schedule]["projector"]) for schedule in steps} == {"2": 2, "4": 4}
     assert steps["4"]["teacher"][0] == 1.0  # one class seen: every test image is of it
