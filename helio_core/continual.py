@@ -18,16 +18,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from helio_core import artifacts, report
-from helio_core.data import DataPaths, load_classes, load_split
-from helio_core.distilled import REFINED, DistilledPaths, load_distilled
+from helio_core.data import DataPaths
+from helio_core.distilled import REFINED, DistilledPaths
 from helio_core.errors import HelioError
 from helio_core.params import Params
 from helio_core.progress import progress_bar
-from helio_core.projector import load_projector
 from helio_core.projector_fit import ProjectorPaths
 from helio_core.runtime import CPU, Runtime
-from helio_core.student import make_plan, new_student, online_labels, train_student
-from helio_core.teachers import TeacherPaths, accuracy, load_teacher
+from helio_core.student import load_student_inputs, make_plan, new_student, online_labels, train_student
+from helio_core.teachers import TeacherPaths, accuracy
 
 
 def class_steps(num_classes: int, steps: int, seed: int | None = None) -> list[list[int]]:
@@ -109,15 +108,15 @@ def run_evaluate_continual(
     on the seen classes. Writes the accuracy per step, mean over seeds, and a plot of it."""
     runtime.require_single("evaluate_continual")
     config, student = params.continual, params.student
-    classes, class_hash = load_classes(data_paths.classes)
-    _, train_meta = load_split(data_paths.train, class_hash)
-    test, _ = load_split(data_paths.test, class_hash)
-    images, labels = load_distilled(refined_paths, class_hash)
-    distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
-    teacher = load_teacher(teacher_paths.last_kept(), class_hash, runtime.device)
-    projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
-    projector.requires_grad_(False).eval().to(runtime.device)
-    labellers = {"projector": projector, "teacher": teacher, "hard": None}
+    inputs = load_student_inputs(runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths)
+    classes, train_meta, test, images, labels = (
+        inputs.classes,
+        inputs.train_meta,
+        inputs.test,
+        inputs.images,
+        inputs.labels,
+    )
+    labellers = {"projector": inputs.projector, "teacher": inputs.teacher, "hard": None}
     schedules = {steps: class_steps(len(classes), steps, config.class_order_seed) for steps in config.steps}
     accuracy_per_step: dict[str, dict[str, list[list[float]]]] = {}
     with progress_bar(runtime.is_main) as bar, parametrize.cached():

@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from helio_core import artifacts, models, report, storage
 from helio_core.augment import ViewPlan, plan_views, render_views
-from helio_core.data import DataPaths, load_classes, load_split
+from helio_core.data import DataPaths, ImageSet, load_classes, load_split
 from helio_core.distilled import REFINED, DistilledPaths, load_distilled
 from helio_core.errors import HelioError
 from helio_core.params import LabelMode, Params, StudentParams
@@ -247,6 +247,45 @@ class StudentPaths:
         return (folder or self.stored_labels) / f"seed_{seed}.safetensors"
 
 
+@dataclass(frozen=True)
+class StudentInputs:
+    """What students are trained and scored with: the refined images, the two label networks on the runtime's
+    device (frozen), and the splits and normalisation of the data set."""
+
+    classes: list[str]
+    class_hash: str
+    train_meta: dict
+    val: ImageSet
+    test: ImageSet
+    images: torch.Tensor
+    labels: torch.Tensor
+    teacher: nn.Module
+    teacher_file: Path
+    projector: nn.Module
+
+
+def load_student_inputs(
+    runtime: Runtime,
+    refined_paths: DistilledPaths = REFINED,
+    distilled_paths: DistilledPaths = DistilledPaths(),
+    projector_paths: ProjectorPaths = ProjectorPaths(),
+    teacher_paths: TeacherPaths = TeacherPaths(),
+    data_paths: DataPaths = DataPaths(),
+) -> StudentInputs:
+    """Read and check (one class list throughout) what `evaluate_students` and `evaluate_continual` share."""
+    classes, class_hash = load_classes(data_paths.classes)
+    _, train_meta = load_split(data_paths.train, class_hash)
+    val, _ = load_split(data_paths.val, class_hash)
+    test, _ = load_split(data_paths.test, class_hash)
+    images, labels = load_distilled(refined_paths, class_hash)
+    distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
+    teacher_file = teacher_paths.last_kept()
+    teacher = load_teacher(teacher_file, class_hash, runtime.device)
+    projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
+    projector.requires_grad_(False).eval().to(runtime.device)  # frozen: adapted weights computed once (cached)
+    return StudentInputs(classes, class_hash, train_meta, val, test, images, labels, teacher, teacher_file, projector)
+
+
 def run_evaluate_students(
     params: Params,
     paths: StudentPaths = StudentPaths(),
@@ -264,16 +303,21 @@ def run_evaluate_students(
     writes the table at the end."""
     started = time.perf_counter()
     config = params.student
-    classes, class_hash = load_classes(data_paths.classes)
-    _, train_meta = load_split(data_paths.train, class_hash)
-    val, _ = load_split(data_paths.val, class_hash)
-    test, _ = load_split(data_paths.test, class_hash)
-    images, labels = load_distilled(refined_paths, class_hash)
-    distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
-    teacher_file = teacher_paths.last_kept()
-    teacher = load_teacher(teacher_file, class_hash, runtime.device)
-    projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
-    projector.requires_grad_(False).eval().to(runtime.device)  # frozen: adapted weights computed once (cached)
+    inputs = load_student_inputs(runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths)
+    classes, class_hash, train_meta, val, test = (
+        inputs.classes,
+        inputs.class_hash,
+        inputs.train_meta,
+        inputs.val,
+        inputs.test,
+    )
+    images, labels, teacher, teacher_file, projector = (
+        inputs.images,
+        inputs.labels,
+        inputs.teacher,
+        inputs.teacher_file,
+        inputs.projector,
+    )
     num_classes, size = len(classes), images.shape[-1]
     generator = torch.Generator().manual_seed(params.seed)
     curve_index = torch.randperm(len(val.labels), generator=generator)[: config.curve_images]
