@@ -266,6 +266,28 @@ class ContinualParams:
 
 
 @dataclass(frozen=True)
+class CrossArchParams:
+    """Cross-architecture students (paper Table 2), one DVC matrix stage per arch in
+    experiments/cross_arch/dvc.yaml, each with the `student` section's recipe (RDED: one recipe for every arch)."""
+
+    archs: list[str] = field(
+        default_factory=lambda: ["resnet18", "shufflenet_v2", "mobilenet_v2", "efficientnet_b0", "swin_v2_t", "vgg11"]
+    )
+    label_modes: list[Literal["projector", "teacher", "hard"]] = field(default_factory=lambda: ["projector", "teacher"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+
+    def validate(self) -> None:
+        for key in ("archs", "label_modes", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise HelioError(f"cross_arch.{key} must list at least one entry")
+            if len(set(values)) != len(values):
+                raise HelioError(f"cross_arch.{key} lists an entry twice: {values}")
+        for index, arch in enumerate(self.archs):
+            _known_arch(f"cross_arch.archs[{index}]", arch)
+
+
+@dataclass(frozen=True)
 class RuntimeParams:
     """Where the stages run. Not a DVC dependency of any stage: moving a run to a GPU does not invalidate
     its outputs, but every artifact's provenance records the device and precision that made it."""
@@ -294,6 +316,7 @@ class Params:
     refine: RefineParams = field(default_factory=RefineParams)
     student: StudentParams = field(default_factory=StudentParams)
     continual: ContinualParams = field(default_factory=ContinualParams)
+    cross_arch: CrossArchParams = field(default_factory=CrossArchParams)
     runtime: RuntimeParams = field(default_factory=RuntimeParams)
 
     def validate(self) -> None:
@@ -305,6 +328,7 @@ class Params:
         self.refine.validate()
         self.student.validate()
         self.continual.validate()
+        self.cross_arch.validate()
         self.runtime.validate()
         missing = sorted(set(self.projector.teachers or []) - set(self.teachers.keep))
         if missing:

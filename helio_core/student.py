@@ -10,6 +10,8 @@ replayed; the file's size is what that approach ships).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -238,10 +240,10 @@ def curve_rows(runs: list[StudentRun]) -> list[dict]:
 @dataclass(frozen=True)
 class StudentPaths:
     metrics: Path = Path("metrics/students.json")
-    storage: Path = Path("metrics/storage.json")
+    storage: Path | None = Path("metrics/storage.json")  # None: no storage report (the cross-arch stages)
     curves: Path = Path("plots/student_curves.csv")
     accuracy_plot: Path = Path("plots/accuracy_vs_storage.png")
-    stored_labels: Path = Path("artifacts/stored_labels")
+    stored_labels: Path | None = Path("artifacts/stored_labels")  # None: no `stored` mode, no folder
 
     def stored_file(self, seed: int, folder: Path | None = None) -> Path:
         return (folder or self.stored_labels) / f"seed_{seed}.safetensors"
@@ -334,7 +336,9 @@ def run_evaluate_students(
             return accuracy(model, images, labels)
 
     with progress_bar(runtime.is_main) as bar, parametrize.cached():
-        with runtime.output(paths.stored_labels) as folder:
+        if "stored" in config.label_modes and paths.stored_labels is None:
+            raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
+        with runtime.output(paths.stored_labels) if paths.stored_labels else contextlib.nullcontext() as folder:
             if folder is not None:
                 folder.mkdir()  # left empty without the `stored` mode: the stage's output still exists
             if folder is not None and "stored" in config.label_modes:
@@ -392,10 +396,48 @@ def run_evaluate_students(
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     artifacts.write_json(paths.metrics, metrics)
-    report.write_storage(paths.storage, extra, len(labels), config, num_classes, metrics["images_bytes"])
+    if paths.storage is not None:
+        report.write_storage(paths.storage, extra, len(labels), config, num_classes, metrics["images_bytes"])
     report.write_curves(paths.curves, curve_rows(runs))
     report.plot_accuracy_vs_storage(paths.accuracy_plot, summary, metrics["images_bytes"], params.select.ipc)
     return metrics
+
+
+def cross_arch_paths(arch: str) -> StudentPaths:
+    """Where the cross-architecture stage of `arch` writes: its own table, curves and plot; no stored labels."""
+    return StudentPaths(
+        metrics=Path(f"metrics/cross_arch/{arch}.json"),
+        storage=None,
+        curves=Path(f"plots/cross_arch/{arch}_curves.csv"),
+        accuracy_plot=Path(f"plots/cross_arch/{arch}.png"),
+        stored_labels=None,
+    )
+
+
+def run_evaluate_arch(
+    params: Params,
+    arch: str,
+    paths: StudentPaths | None = None,
+    refined_paths: DistilledPaths = REFINED,
+    distilled_paths: DistilledPaths = DistilledPaths(),
+    projector_paths: ProjectorPaths = ProjectorPaths(),
+    teacher_paths: TeacherPaths = TeacherPaths(),
+    data_paths: DataPaths = DataPaths(),
+    runtime: Runtime = CPU,
+) -> dict:
+    """The students of one architecture of the paper's Table 2: the `student` recipe on the refined images with
+    the `cross_arch` section's label modes and seeds (RDED trains every architecture with the same recipe)."""
+    if arch not in params.cross_arch.archs:
+        raise HelioError(f"arch {arch!r} is not one of cross_arch.archs {params.cross_arch.archs}")
+    cross_arch = params.cross_arch
+    student = dataclasses.replace(
+        params.student, archs=[arch], label_modes=list(cross_arch.label_modes), seeds=list(cross_arch.seeds)
+    )
+    return run_evaluate_students(
+        dataclasses.replace(params, student=student),
+        paths or cross_arch_paths(arch),
+        refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths, runtime,
+    )  # fmt: skip
 
 
 def format_table(metrics: dict) -> str:

@@ -40,6 +40,9 @@ def test_override_in_yaml_syntax():
         ("student.epochs=0", "student.epochs must be > 0"),
         ("refine.scale=3", "refine.scale=3 must divide data.size=28"),
         ("projector.views=augmented", "projector.views must be one of"),
+        ("cross_arch.archs=[resnet18, alexnet]", "cross_arch.archs[1]"),
+        ("cross_arch.label_modes=[stored]", "cross_arch.label_modes[0] must be one of"),
+        ("cross_arch.seeds=[]", "cross_arch.seeds must list at least one entry"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from torch import nn
 
 from helio_core import runtime, storage, student
 from helio_core.augment import render_views
+from helio_core.errors import HelioError
 from helio_core.params import load_params
 from tests.conftest import REPO
 
@@ -161,3 +163,9 @@ def test_mixed_precision_student_step_learns_with_float_losses(precision):
     )  # fmt: skip
     assert len(curve) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert not torch.equal(model.fc.weight, before) and model.fc.weight.dtype == torch.float32
+
+
+def test_a_cross_arch_stage_refuses_an_arch_outside_its_list():
+    params = load_params(REPO / "params.yaml", ["cross_arch.archs=[resnet18]"])
+    with pytest.raises(HelioError, match=re.escape("arch 'vgg11' is not one of cross_arch.archs ['resnet18']")):
+        student.run_evaluate_arch(params, "vgg11")
