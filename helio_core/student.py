@@ -426,7 +426,7 @@ def run_evaluate_arch(
     runtime: Runtime = CPU,
 ) -> dict:
     """The students of one architecture of the paper's Table 2: the `student` recipe on the refined images with
-    the `cross_arch` section's label modes and seeds (RDED trains every architecture with the same recipe)."""
+    the `cross_arch` section's label modes and seeds (the same recipe for every architecture, none tuned)."""
     if arch not in params.cross_arch.archs:
         raise HelioError(f"arch {arch!r} is not one of cross_arch.archs {params.cross_arch.archs}")
     cross_arch = params.cross_arch
