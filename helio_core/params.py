@@ -225,12 +225,7 @@ class StudentParams:
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_every", "curve_images"):
             _positive(f"student.{key}", getattr(self, key))
-        for key in ("archs", "label_modes", "seeds"):
-            values = getattr(self, key)
-            if not values:
-                raise HelioError(f"student.{key} must list at least one entry")
-            if len(set(values)) != len(values):
-                raise HelioError(f"student.{key} lists an entry twice: {values}")
+        _distinct_entries("student", self, ("archs", "label_modes", "seeds"))
         for index, arch in enumerate(self.archs):
             _known_arch(f"student.archs[{index}]", arch)
         for key in ("lr", "temperature"):
@@ -256,9 +251,7 @@ class ContinualParams:
     memory: int | None = None  # GDumb's memory in images (None: every distilled image of the seen classes)
 
     def validate(self) -> None:
-        for key in ("steps", "label_modes", "seeds"):
-            if not getattr(self, key):
-                raise HelioError(f"continual.{key} must list at least one entry")
+        _distinct_entries("continual", self, ("steps", "label_modes", "seeds"))
         for steps in self.steps:
             _positive("continual.steps[]", steps)
         if self.memory is not None:
@@ -277,12 +270,7 @@ class CrossArchParams:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
 
     def validate(self) -> None:
-        for key in ("archs", "label_modes", "seeds"):
-            values = getattr(self, key)
-            if not values:
-                raise HelioError(f"cross_arch.{key} must list at least one entry")
-            if len(set(values)) != len(values):
-                raise HelioError(f"cross_arch.{key} lists an entry twice: {values}")
+        _distinct_entries("cross_arch", self, ("archs", "label_modes", "seeds"))
         for index, arch in enumerate(self.archs):
             _known_arch(f"cross_arch.archs[{index}]", arch)
 
@@ -450,6 +438,16 @@ def _describe(hint: Any) -> str:
 def _positive(key: str, value: int) -> None:
     if value <= 0:
         raise HelioError(f"{key} must be > 0, got {value}")
+
+
+def _distinct_entries(section: str, config: object, keys: tuple[str, ...]) -> None:
+    """Lists of runs to make (architectures, modes, seeds, schedules): none empty, no entry twice."""
+    for key in keys:
+        values = getattr(config, key)
+        if not values:
+            raise HelioError(f"{section}.{key} must list at least one entry")
+        if len(set(values)) != len(values):
+            raise HelioError(f"{section}.{key} lists an entry twice: {values}")
 
 
 def _known_arch(key: str, name: str) -> None:
