@@ -440,15 +440,22 @@ def run_evaluate_arch(
     )  # fmt: skip
 
 
+def table_rows(metrics: dict, source: str = "students' metrics") -> list[tuple[str, str, dict]]:
+    """(arch, label mode, summary row) of a students' table (metrics/students.json, metrics/cross_arch/<arch>.json)."""
+    try:
+        return [(arch, mode, row) for arch in metrics["archs"] for mode, row in metrics[arch].items()]
+    except (KeyError, TypeError, AttributeError):
+        raise HelioError(f"{source}: not a students' table (expected 'archs' and a row per arch and mode)") from None
+
+
 def format_table(metrics: dict) -> str:
     """The side-by-side table as plain text: accuracy (mean +- std over seeds) and extra storage per mode."""
     lines = [f"IPC {metrics['ipc']}, {metrics['epochs']} epochs, final-epoch test accuracy on {metrics['test_images']}"]
     lines.append(f"{'arch':<16}{'label mode':<12}{'test acc %':>16}{'val acc %':>11}{'extra bytes':>14}")
-    for arch in metrics["archs"]:
-        for mode, row in metrics[arch].items():
-            accuracy_text = f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
-            lines.append(
-                f"{arch:<16}{mode:<12}{accuracy_text:>16}{100 * row['val_acc']:>11.2f}{row['extra_storage_bytes']:>14,}"
-            )
+    for arch, mode, row in table_rows(metrics):
+        accuracy_text = f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
+        lines.append(
+            f"{arch:<16}{mode:<12}{accuracy_text:>16}{100 * row['val_acc']:>11.2f}{row['extra_storage_bytes']:>14,}"
+        )
     lines.append(f"images: {metrics['images_bytes']:,} bytes of PNG, shared by every mode")
     return "\n".join(lines)

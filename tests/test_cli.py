@@ -1,3 +1,5 @@
+import json
+
 from typer.testing import CliRunner
 
 from helio_core.cli import app
@@ -23,3 +25,17 @@ def test_bad_parameter_is_one_line_and_exit_2(workdir):
 def test_info_on_a_missing_artifact(workdir):
     result = runner.invoke(app, ["info", "nothing.safetensors"])
     assert result.exit_code == 2 and "nothing.safetensors: file not found" in result.output
+
+
+def test_students_prints_several_tables_as_one(workdir):
+    row = {"acc": 0.7544, "acc_std": 0.0035, "val_acc": 0.7611, "seeds": 2, "extra_storage_bytes": 311500,
+           "seconds_per_student": 39.5}  # fmt: skip
+    for arch in ("resnet18", "vgg11"):
+        table = {"ipc": 10, "epochs": 120, "test_images": 10000, "archs": [arch], arch: {"projector": row}}
+        (workdir / f"{arch}.json").write_text(json.dumps(table))
+    result = runner.invoke(app, ["students", "resnet18.json", "vgg11.json"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("75.44 ± 0.35") == 2 and "vgg11" in result.output and "311,500" in result.output
+    (workdir / "projector.json").write_text(json.dumps({"stored_parameters": 3}))
+    refused = runner.invoke(app, ["students", "projector.json"])
+    assert refused.exit_code == 2 and "projector.json: not a students' table" in refused.output
