@@ -268,11 +268,17 @@ class CrossArchParams:
     )
     label_modes: list[Literal["projector", "teacher", "hard"]] = field(default_factory=lambda: ["projector", "teacher"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    lr: dict[str, float] = field(default_factory=dict)  # per-arch student.lr, for those that diverge at it
 
     def validate(self) -> None:
         _distinct_entries("cross_arch", self, ("archs", "label_modes", "seeds"))
         for index, arch in enumerate(self.archs):
             _known_arch(f"cross_arch.archs[{index}]", arch)
+        for arch, lr in self.lr.items():
+            if arch not in self.archs:
+                raise HelioError(f"cross_arch.lr names {arch!r}, which is not one of cross_arch.archs {self.archs}")
+            if lr <= 0:
+                raise HelioError(f"cross_arch.lr.{arch} must be > 0, got {lr}")
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,12 @@ def _check(key: str, value: Any, hint: Any) -> Any:
         if value in args:
             return value
         raise HelioError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise HelioError(f"{key} must be {_describe(hint)}, got {value!r}")
+        return {
+            _check(f"{key} key", name, args[0]): _check(f"{key}.{name}", item, args[1]) for name, item in value.items()
+        }
     if origin is list:
         if not isinstance(value, list):
             raise HelioError(f"{key} must be a list of {_describe(args[0])}, got {value!r}")
@@ -429,6 +441,9 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(arg) for arg in typing.get_args(hint))
     if origin is list:
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin is dict:
+        key, value = typing.get_args(hint)
+        return f"a mapping of {_describe(key)} to {_describe(value)}"
     if origin is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}

@@ -426,12 +426,16 @@ def run_evaluate_arch(
     runtime: Runtime = CPU,
 ) -> dict:
     """The students of one architecture of the paper's Table 2: the `student` recipe on the refined images with
-    the `cross_arch` section's label modes and seeds (the same recipe for every architecture, none tuned)."""
+    the `cross_arch` section's label modes and seeds, and its learning rate for the arch where it sets one."""
     if arch not in params.cross_arch.archs:
         raise HelioError(f"arch {arch!r} is not one of cross_arch.archs {params.cross_arch.archs}")
     cross_arch = params.cross_arch
     student = dataclasses.replace(
-        params.student, archs=[arch], label_modes=list(cross_arch.label_modes), seeds=list(cross_arch.seeds)
+        params.student,
+        archs=[arch],
+        label_modes=list(cross_arch.label_modes),
+        seeds=list(cross_arch.seeds),
+        lr=cross_arch.lr.get(arch, params.student.lr),
     )
     return run_evaluate_students(
         dataclasses.replace(params, student=student),

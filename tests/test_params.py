@@ -43,6 +43,9 @@ def test_override_in_yaml_syntax():
         ("cross_arch.archs=[resnet18, alexnet]", "cross_arch.archs[1]"),
         ("cross_arch.label_modes=[stored]", "cross_arch.label_modes[0] must be one of"),
         ("cross_arch.seeds=[]", "cross_arch.seeds must list at least one entry"),
+        ("cross_arch.lr={vgg16: 0.01}", "cross_arch.lr names 'vgg16', which is not one of cross_arch.archs"),
+        ("cross_arch.lr={swin_v2_t: fast}", "cross_arch.lr.swin_v2_t must be a number, got 'fast'"),
+        ("cross_arch.lr=0.01", "cross_arch.lr must be a mapping of a string to a number, got 0.01"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -166,6 +166,19 @@ def test_mixed_precision_student_step_learns_with_float_losses(precision):
 
 
 def test_a_cross_arch_stage_refuses_an_arch_outside_its_list():
-    params = load_params(REPO / "params.yaml", ["cross_arch.archs=[resnet18]"])
+    params = load_params(REPO / "params.yaml", ["cross_arch.archs=[resnet18]", "cross_arch.lr={}"])
     with pytest.raises(HelioError, match=re.escape("arch 'vgg11' is not one of cross_arch.archs ['resnet18']")):
         student.run_evaluate_arch(params, "vgg11")
+
+
+def test_a_cross_arch_stage_trains_with_its_arch_learning_rate(monkeypatch):
+    params = load_params(REPO / "params.yaml", ["cross_arch.lr={swin_v2_t: 0.0001}", "cross_arch.seeds=[3]"])
+    seen = {}
+    monkeypatch.setattr(
+        student, "run_evaluate_students", lambda params, *rest: seen.setdefault("student", params.student)
+    )
+    student.run_evaluate_arch(params, "swin_v2_t")
+    assert seen["student"].lr == 0.0001 and seen["student"].archs == ["swin_v2_t"] and seen["student"].seeds == [3]
+    seen.clear()
+    student.run_evaluate_arch(params, "mobilenet_v2")
+    assert seen["student"].lr == params.student.lr
