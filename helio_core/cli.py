@@ -23,7 +23,7 @@ from helio_core.projector import Projector
 from helio_core.projector_fit import run_fit_projector
 from helio_core.refine import run_refine_images
 from helio_core.selection import run_select_patches
-from helio_core.student import format_table, run_evaluate_students, table_rows
+from helio_core.student import format_table, run_evaluate_students, table_lines, table_rows
 from helio_core.teachers import run_train_teachers
 
 app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -152,21 +152,13 @@ def students(
     ],
 ) -> None:
     """Print students' tables as one: a row per (arch, label mode), e.g. the cross-architecture stages' files."""
-    lines = [
-        f"{'arch':<16}{'label mode':<12}{'test acc %':>16}{'val %':>8}{'seeds':>6}{'extra bytes':>14}{'s/student':>10}"
-    ]
+    rows = []
     for path in paths:
         try:
-            rows = table_rows(artifacts.read_json(path), str(path))
+            rows += table_rows(artifacts.read_json(path), str(path))
         except HelioError as error:
             _fail(error)
-        for arch, mode, row in rows:
-            accuracy_text = f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
-            lines.append(
-                f"{arch:<16}{mode:<12}{accuracy_text:>16}{100 * row['val_acc']:>8.2f}{row['seeds']:>6}"
-                f"{row['extra_storage_bytes']:>14,}{row['seconds_per_student']:>10.0f}"
-            )
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(table_lines(rows)))
 
 
 @app.command()

@@ -261,7 +261,7 @@ class ContinualParams:
 @dataclass(frozen=True)
 class CrossArchParams:
     """Cross-architecture students (paper Table 2), one DVC matrix stage per arch in
-    experiments/cross_arch/dvc.yaml, each with the `student` section's recipe (none is tuned per arch)."""
+    experiments/cross_arch/dvc.yaml, each with the `student` section's recipe but for its `lr` entry, if any."""
 
     archs: list[str] = field(
         default_factory=lambda: ["resnet18", "shufflenet_v2", "mobilenet_v2", "efficientnet_b0", "swin_v2_t", "vgg11"]

@@ -427,9 +427,9 @@ def run_evaluate_arch(
 ) -> dict:
     """The students of one architecture of the paper's Table 2: the `student` recipe on the refined images with
     the `cross_arch` section's label modes and seeds, and its learning rate for the arch where it sets one."""
-    if arch not in params.cross_arch.archs:
-        raise HelioError(f"arch {arch!r} is not one of cross_arch.archs {params.cross_arch.archs}")
     cross_arch = params.cross_arch
+    if arch not in cross_arch.archs:
+        raise HelioError(f"arch {arch!r} is not one of cross_arch.archs {cross_arch.archs}")
     student = dataclasses.replace(
         params.student,
         archs=[arch],
@@ -452,14 +452,23 @@ def table_rows(metrics: dict, source: str = "students' metrics") -> list[tuple[s
         raise HelioError(f"{source}: not a students' table (expected 'archs' and a row per arch and mode)") from None
 
 
+def table_lines(rows: list[tuple[str, str, dict]]) -> list[str]:
+    """A header and one plain-text line per (arch, label mode, summary row): accuracy, seeds, bytes, seconds."""
+    lines = [
+        f"{'arch':<16}{'label mode':<12}{'test acc %':>16}{'val %':>8}{'seeds':>6}{'extra bytes':>14}{'s/student':>10}"
+    ]
+    for arch, mode, row in rows:
+        accuracy_text = f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
+        lines.append(
+            f"{arch:<16}{mode:<12}{accuracy_text:>16}{100 * row['val_acc']:>8.2f}{row['seeds']:>6}"
+            f"{row['extra_storage_bytes']:>14,}{row['seconds_per_student']:>10.0f}"
+        )
+    return lines
+
+
 def format_table(metrics: dict) -> str:
     """The side-by-side table as plain text: accuracy (mean +- std over seeds) and extra storage per mode."""
     lines = [f"IPC {metrics['ipc']}, {metrics['epochs']} epochs, final-epoch test accuracy on {metrics['test_images']}"]
-    lines.append(f"{'arch':<16}{'label mode':<12}{'test acc %':>16}{'val acc %':>11}{'extra bytes':>14}")
-    for arch, mode, row in table_rows(metrics):
-        accuracy_text = f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
-        lines.append(
-            f"{arch:<16}{mode:<12}{accuracy_text:>16}{100 * row['val_acc']:>11.2f}{row['extra_storage_bytes']:>14,}"
-        )
+    lines += table_lines(table_rows(metrics))
     lines.append(f"images: {metrics['images_bytes']:,} bytes of PNG, shared by every mode")
     return "\n".join(lines)
