@@ -1,35 +1,71 @@
 #!/usr/bin/env bash
 # The GPU checks of the scale issue in one short script, for a session lent a GPU machine (the `device` tool):
-#   bash bench/device_check.sh            # from the repository root, on the GPU machine
-# It runs the CUDA-relevant tests, the quick preset end to end on CUDA (and under torchrun with NCCL when two
-# GPUs are visible), then the benchmarks with --device cuda. Everything it prints goes in the closing note.
-set -euo pipefail
-export PYTHONPATH="$PWD" DVC_NO_ANALYTICS=1
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(), torch.__version__)"
-python -m pytest -q tests/test_runtime.py tests/test_student.py tests/test_errors.py -k "runtime or precision or cuda"
-
-work=$(mktemp -d)
-cp -r helio_core stages "$work"/
-python - "$work" <<'PY'
+#   bash bench/device_check.sh [LOG_DIR] [FASHION_MNIST_DIR]     # from the repository root, on the GPU machine
+# It runs the CUDA tests, the quick preset end to end on CUDA (and under torchrun with NCCL when two GPUs are
+# visible), every benchmark with --device cuda, then the default params end to end on CUDA when a Fashion-MNIST
+# folder is given (stage by stage, the wall seconds of each). Each part has its own time limit and its log in
+# LOG_DIR; one failing part does not stop the others, and the exit status counts the failures.
+set -uo pipefail
+export PYTHONPATH="$PWD" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
+if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below
+  name=$2
+  work=$(mktemp -d)
+  cp -r helio_core stages "$work"/
+  python - "$3" "$work/params.yaml" "$5" <<'PY'
 import sys, yaml
-params = yaml.safe_load(open("presets/quick.yaml"))
+params = yaml.safe_load(open(sys.argv[1]))
 params["runtime"] = {"device": "cuda", "precision": "auto"}
-yaml.safe_dump(params, open(f"{sys.argv[1]}/params.yaml", "w"))
+if sys.argv[3]:
+    params["data"]["root"] = sys.argv[3]
+yaml.safe_dump(params, open(sys.argv[2], "w"))
 PY
-(
-  cd "$work"
-  for stage in prepare train_teachers select_patches fit_projector refine_images evaluate_students; do
-    start=$SECONDS
-    python -m "stages.$stage" | tail -n 3
-    echo "$stage: $((SECONDS - start)) s on $(python -c 'import torch; print(torch.cuda.get_device_name())')"
-  done
-  if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
-    for stage in train_teachers fit_projector evaluate_students; do
-      torchrun --standalone --nproc_per_node 2 -m "stages.$stage" | tail -n 3
+  (
+    cd "$work" || exit 1
+    total=0
+    for stage in prepare train_teachers select_patches fit_projector refine_images evaluate_students; do
+      start=$SECONDS
+      python -m "stages.$stage" | tail -n 12 || exit 1
+      echo "$name $stage: $((SECONDS - start)) s"
+      total=$((total + SECONDS - start))
     done
-  fi
-)
-python bench/precision.py --device cuda
-python bench/student_labels.py --device cuda
-python bench/fit_projector_cache.py --device cuda
-python bench/projector_throughput.py --device cuda
+    echo "$name total: $total s on $(python -c 'import torch; print(torch.cuda.get_device_name())')"
+    if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+      for stage in train_teachers fit_projector evaluate_students; do
+        torchrun --standalone --nproc_per_node 2 -m "stages.$stage" | tail -n 3 || exit 1
+      done
+    fi
+  )
+  status=$?
+  cp "$work/metrics/students.json" "$4/$name-students.json" 2>/dev/null
+  exit $status
+fi
+
+logs=$(realpath -m "${1:-device-logs}")
+fmnist=${2:+$(realpath "$2")}
+mkdir -p "$logs"
+failures=0
+
+part() {  # part NAME SECONDS COMMAND...: run one part under its limit, its output to the screen and NAME.log
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  echo "## $name"
+  timeout "$limit" "$@" 2>&1 | tee "$logs/$name.log"
+  local status=${PIPESTATUS[0]}
+  echo "## $name: exit $status, $((SECONDS - start)) s"
+  [ "$status" -eq 0 ] || failures=$((failures + 1))
+}
+
+part environment 60 python -c "import torch, torchvision; assert torch.cuda.is_available(), 'no CUDA device'; \
+print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
+part tests 120 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
+part quick 120 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
+part precision 45 python bench/precision.py --device cuda
+part student_labels 45 python bench/student_labels.py --device cuda
+part fit_projector_cache 45 python bench/fit_projector_cache.py --device cuda
+part projector_throughput 45 python bench/projector_throughput.py --device cuda
+part student_archs 45 python bench/student_archs.py --device cuda
+if [ -n "$fmnist" ]; then
+  part default 300 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"
+fi
+echo "device_check: $failures part(s) failed"
+exit "$failures"
