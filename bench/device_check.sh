@@ -6,7 +6,7 @@
 # folder is given (stage by stage, the wall seconds of each). Each part has its own time limit and its log in
 # LOG_DIR; one failing part does not stop the others, and the exit status counts the failures.
 set -uo pipefail
-export PYTHONPATH="$PWD" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below
   name=$2
   work=$(mktemp -d)
