@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of the scale issue in one short script, for a session lent a GPU machine (the `device` tool):
-#   bash bench/device_check.sh [LOG_DIR] [FASHION_MNIST_DIR]     # from the repository root, on the GPU machine
+#   bash bench/device_check.sh [LOG_DIR] [FASHION_MNIST_DIR] [PART...]  # from the repository root, on the GPU
+# machine; PART names the parts to run (environment tests quick precision student_labels fit_projector_cache
+# projector_throughput student_archs default), all of them by default. Split them over two or three calls of the
+# device tool, each well inside its limit: one call that ran them all timed out with nothing returned.
 # It runs the CUDA tests, the quick preset end to end on CUDA (and under torchrun with NCCL when two GPUs are
 # visible), every benchmark with --device cuda, then the default params end to end on CUDA when a Fashion-MNIST
 # folder is given (stage by stage, the wall seconds of each). Each part has its own time limit and its log in
@@ -42,12 +45,14 @@ fi
 
 logs=$(realpath -m "${1:-device-logs}")
 fmnist=${2:+$(realpath "$2")}
+wanted=("${@:3}")
 mkdir -p "$logs"
 failures=0
 
 part() {  # part NAME SECONDS COMMAND...: run one part under its limit, its output to the screen and NAME.log
   local name=$1 limit=$2 start=$SECONDS
   shift 2
+  [ ${#wanted[@]} -eq 0 ] || [[ " ${wanted[*]} " == *" $name "* ]] || return 0
   echo "## $name"
   timeout "$limit" "$@" 2>&1 | tee "$logs/$name.log"
   local status=${PIPESTATUS[0]}
