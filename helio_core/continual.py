@@ -46,6 +46,14 @@ def seen_classes(groups: list[list[int]], step: int) -> list[int]:
     return [label for group in groups[: step + 1] for label in group]
 
 
+def distinct_seen_sets(schedules: dict[int, list[list[int]]]) -> list[tuple[int, ...]]:
+    """Every step's seen classes over all schedules, each once, in order of first arrival. Schedules cut from
+    one class order meet the same seen classes at several steps (5 steps of 2 and 10 of 1 share 5 of their
+    15 steps): a student is trained once per seen set, not once per step."""
+    seen_sets = (tuple(seen_classes(groups, step)) for groups in schedules.values() for step in range(len(groups)))
+    return list(dict.fromkeys(seen_sets))
+
+
 def memory_indices(labels: torch.Tensor, seen: list[int], budget: int | None = None) -> torch.Tensor:
     """The GDumb memory at a step: indices (ascending) of the images of the seen classes, at most `budget`.
 
@@ -118,29 +126,37 @@ def run_evaluate_continual(
     )
     labellers = {"projector": inputs.projector, "teacher": inputs.teacher, "hard": None}
     schedules = {steps: class_steps(len(classes), steps, config.class_order_seed) for steps in config.steps}
-    accuracy_per_step: dict[str, dict[str, list[list[float]]]] = {}
+    seen_sets = distinct_seen_sets(schedules)
+    jobs = list(itertools.product(config.seeds, config.label_modes, seen_sets))
+    seen_accuracy: dict[tuple[int, str, tuple[int, ...]], float] = {}
     with progress_bar(runtime.is_main) as bar, parametrize.cached():
-        for steps, groups in schedules.items():
-            task = bar.add_task(f"{steps} steps", total=steps * len(config.seeds) * len(config.label_modes), status="")
-            table = accuracy_per_step.setdefault(str(steps), {mode: [] for mode in config.label_modes})
-            for seed, mode in itertools.product(config.seeds, config.label_modes):
-                curve = []
-                for step in range(steps):
-                    seen = seen_classes(groups, step)
-                    memory = memory_indices(labels, seen, config.memory)
-                    plan = make_plan(len(memory), images.shape[-1], student, params.student_crop_scale, seed)
-                    model = new_student(student.archs[0], len(classes), images, train_meta["mean"], train_meta["std"],
-                                        seed, runtime.device)  # fmt: skip
-                    labeller = labellers[mode]
-                    soft = online_labels(SeenClasses(labeller, seen).to(runtime.device)) if labeller else None
-                    restricted = SeenClasses(model, seen).to(runtime.device)
-                    train_student(restricted, mode, images[memory], relabel(labels[memory], seen), plan, soft, student,
-                                  len(seen), lambda m: 0.0, runtime=runtime)  # fmt: skip
-                    tested = seen_test_indices(test.labels, seen)
-                    with runtime.autocast():
-                        curve.append(accuracy(restricted, test.images[tested], relabel(test.labels[tested], seen)))
-                    bar.advance(task)
-                table[mode].append(curve)
+        task = bar.add_task(f"{len(seen_sets)} seen-class sets", total=len(jobs), status="")
+        for seed, mode, seen_set in jobs:
+            seen = list(seen_set)
+            memory = memory_indices(labels, seen, config.memory)
+            plan = make_plan(len(memory), images.shape[-1], student, params.student_crop_scale, seed)
+            model = new_student(student.archs[0], len(classes), images, train_meta["mean"], train_meta["std"], seed,
+                                runtime.device)  # fmt: skip
+            labeller = labellers[mode]
+            soft = online_labels(SeenClasses(labeller, seen).to(runtime.device)) if labeller else None
+            restricted = SeenClasses(model, seen).to(runtime.device)
+            train_student(restricted, mode, images[memory], relabel(labels[memory], seen), plan, soft, student,
+                          len(seen), lambda m: 0.0, runtime=runtime)  # fmt: skip
+            tested = seen_test_indices(test.labels, seen)
+            with runtime.autocast():
+                seen_accuracy[seed, mode, seen_set] = accuracy(restricted, test.images[tested],
+                                                               relabel(test.labels[tested], seen))  # fmt: skip
+            bar.advance(task)
+    accuracy_per_step = {
+        str(steps): {
+            mode: [
+                [seen_accuracy[seed, mode, tuple(seen_classes(groups, step))] for step in range(steps)]
+                for seed in config.seeds
+            ]
+            for mode in config.label_modes
+        }
+        for steps, groups in schedules.items()
+    }
     summary = {
         steps: {
             mode: [round(statistics.fmean(values), 5) for values in zip(*curves, strict=True)]
@@ -154,6 +170,7 @@ def run_evaluate_continual(
         "class_order": {str(steps): groups for steps, groups in schedules.items()},
         "accuracy_per_step": summary,
         "seeds": config.seeds,
+        "students_trained": len(jobs),
     }
     artifacts.write_json(paths.metrics, metrics)
     report.plot_continual(paths.plot, summary, len(classes))

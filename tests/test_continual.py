@@ -5,6 +5,7 @@ from torch import nn
 from helio_core.continual import (
     SeenClasses,
     class_steps,
+    distinct_seen_sets,
     memory_indices,
     relabel,
     seen_classes,
@@ -38,6 +39,14 @@ def test_seen_classes_accumulate_in_order_of_arrival():
     assert seen_classes(groups, 0) == groups[0]
     assert seen_classes(groups, 2) == groups[0] + groups[1] + groups[2]
     assert sorted(seen_classes(groups, 4)) == list(range(10))
+
+
+def test_schedules_from_one_class_order_train_each_seen_set_once():
+    schedules = {steps: class_steps(10, steps, seed=0) for steps in (5, 10)}
+    seen_sets = distinct_seen_sets(schedules)
+    every_step = [tuple(seen_classes(groups, step)) for groups in schedules.values() for step in range(len(groups))]
+    assert len(every_step) == 15 and len(seen_sets) == 10 and set(seen_sets) == set(every_step)
+    assert seen_sets[:5] == every_step[:5]  # first arrival order: the 5-step schedule's sets, then the new ones
 
 
 def test_memory_keeps_every_distilled_image_of_the_seen_classes_by_default():

@@ -65,8 +65,10 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
 
     continual = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/continual/dvc.yaml")
     assert "dvc.yaml:evaluate_continual'" in continual and "Running stage 'prepare'" not in continual
-    steps = json.loads((root / "metrics/continual.json").read_text())["accuracy_per_step"]
+    continual_metrics = json.loads((root / "metrics/continual.json").read_text())
+    steps = continual_metrics["accuracy_per_step"]
     assert {schedule: len(steps[schedule]["projector"]) for schedule in steps} == {"2": 2, "4": 4}
+    assert continual_metrics["students_trained"] == 4 * 2  # seen sets of 2 steps of 2 are among 4 steps of 1's
     assert steps["4"]["teacher"][0] == 1.0  # one class seen: every test image is of it
     assert (root / "plots/continual.png").stat().st_size > 1000
 
