@@ -305,9 +305,10 @@ def _load_imagefolder(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet
         splits[split] = sorted(p for p in folder.iterdir() if p.is_dir())
         if not splits[split]:
             raise HelioError(f"{folder}: no class folders")
-    classes = [p.name for p in splits["train"]]
-    if [p.name for p in splits["val"]] != classes:
+    folders = [p.name for p in splits["train"]]
+    if [p.name for p in splits["val"]] != folders:
         raise HelioError(f"{root / 'val'}: class folders differ from {root / 'train'}")
+    classes = folders if params.class_names is None else read_class_names(Path(params.class_names), folders)
     generator = torch.Generator().manual_seed(seed)
     loaded = []
     with progress_bar() as bar:
@@ -325,6 +326,34 @@ def _load_imagefolder(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet
                 bar.update(task, advance=1, status=folder.name)
             loaded.append(ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes))
     return loaded[0], loaded[1]
+
+
+def read_class_names(path: Path, folders: list[str]) -> list[str]:
+    """Each folder's class name from a file of `<folder> <name>[, synonym ...]` lines (the format of ImageNet's
+    LOC_synset_mapping.txt): the first name, in folder order. Names must be distinct, so that the text head
+    and the tables tell every class apart."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise HelioError(f"data.class_names={path}: cannot read it ({error})") from None
+    names = {}
+    for number, line in enumerate(lines, 1):
+        folder, _, words = line.strip().partition(" ")
+        name = words.split(",")[0].strip()
+        if folder and not name:
+            raise HelioError(f"{path}:{number}: expected '<folder> <class name>', got {line.strip()!r}")
+        if folder:
+            names[folder] = name
+    missing = [folder for folder in folders if folder not in names]
+    if missing:
+        raise HelioError(f"{path}: no name for class folder {missing[0]!r} ({len(missing)} folders unnamed)")
+    classes = [names[folder] for folder in folders]
+    seen: dict[str, str] = {}
+    for folder, name in zip(folders, classes, strict=True):
+        if name in seen:
+            raise HelioError(f"{path}: {name!r} names two class folders, {seen[name]} and {folder}; give each its own")
+        seen[name] = folder
+    return classes
 
 
 def _load_square(path: Path, size: int) -> torch.Tensor:

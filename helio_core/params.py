@@ -31,9 +31,13 @@ class DataParams:
     val_images: int = 5000  # held out of the train split: every choice is made on it, never on test
     synthetic_classes: int = 10
     synthetic_channels: int = 3
+    class_names: str | None = None  # imagefolder: a file of "<folder> <name>[, synonyms]" lines (ImageNet's
+    # LOC_synset_mapping.txt): classes are named by words, not WordNet ids, for CLIP's text head and the tables
 
     def validate(self) -> None:
         _positive("data.size", self.size)
+        if self.class_names is not None and self.name != "imagefolder":
+            raise HelioError(f"data.class_names is for data.name=imagefolder, not {self.name}")
         _positive("data.val_images", self.val_images)
         for key in ("train_per_class", "test_per_class"):
             value = getattr(self, key)

@@ -1,5 +1,6 @@
 import gzip
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -91,6 +92,44 @@ def test_imagefolder_class_order_is_sorted_and_hash_stable(tmp_path):
     again, _ = load_source(params.data, seed=0)
     assert classes_sha256(again.classes) == classes_sha256(train.classes)
     assert classes_sha256(["moth", "ant", "zebra"]) != classes_sha256(train.classes)
+
+
+def test_imagefolder_classes_take_their_names_from_a_synset_mapping(tmp_path):
+    root = _imagefolder(tmp_path / "if", classes=("n02", "n01", "n03"))
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("n01 tench, Tinca tinca\nn03 great white shark\n\nn02 goldfish, Carassius auratus\nn04 unused\n")
+    params = load_params(
+        REPO / "params.yaml",
+        ["data.name=imagefolder", f"data.root={root}", "data.size=16", f"data.class_names={mapping}"],
+    )
+    train, val = load_source(params.data, seed=0)
+    assert train.classes == val.classes == ["tench", "goldfish", "great white shark"]  # folder order n01 n02 n03
+    assert val.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("n01 tench\nn02 goldfish\n", "no name for class folder 'n03' (1 folders unnamed)"),
+        ("n01 crane\nn02 goldfish\nn03 crane\n", "'crane' names two class folders, n01 and n03; give each its own"),
+        ("n01 tench\nn02\nn03 shark\n", ":2: expected '<folder> <class name>', got 'n02'"),
+    ],
+)
+def test_a_bad_synset_mapping_is_named(tmp_path, text, error):
+    root = _imagefolder(tmp_path / "if", classes=("n01", "n02", "n03"))
+    mapping = tmp_path / "names.txt"
+    mapping.write_text(text)
+    params = load_params(
+        REPO / "params.yaml",
+        ["data.name=imagefolder", f"data.root={root}", "data.size=16", f"data.class_names={mapping}"],
+    )
+    with pytest.raises(HelioError, match=re.escape(error)):
+        load_source(params.data, seed=0)
+
+
+def test_class_names_are_for_image_folders_only():
+    with pytest.raises(HelioError, match="data.class_names is for data.name=imagefolder, not fashion-mnist"):
+        load_params(REPO / "params.yaml", ["data.class_names=names.txt"])
 
 
 def test_imagefolder_empty_class_folder_is_named(tmp_path):
