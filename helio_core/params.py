@@ -201,7 +201,7 @@ class RefineParams:
             raise HelioError(f"refine.lr must be > 0, got {self.lr}")
 
 
-LabelMode = Literal["projector", "teacher", "hard", "stored"]
+LabelMode = Literal["projector", "teacher", "hard", "stored", "teachers"]  # teachers: the projector's target
 
 
 @dataclass(frozen=True)

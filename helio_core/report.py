@@ -13,6 +13,7 @@ MODE_NAMES = {
     "teacher": "full teacher (RDED)",
     "stored": "stored labels (SRe2L/FKD)",
     "hard": "hard labels",
+    "teachers": "weak teachers (projector's target)",
 }
 
 

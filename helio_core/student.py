@@ -28,10 +28,10 @@ from helio_core.augment import ViewPlan, plan_views, render_views
 from helio_core.data import DataPaths, ImageSet, load_classes, load_split
 from helio_core.distilled import REFINED, DistilledPaths, load_distilled
 from helio_core.errors import HelioError
-from helio_core.params import LabelMode, Params, StudentParams
+from helio_core.params import LabelMode, Params, ProjectorParams, StudentParams
 from helio_core.progress import progress_bar
 from helio_core.projector import load_projector
-from helio_core.projector_fit import ProjectorPaths, distillation_kl
+from helio_core.projector_fit import ProjectorPaths, combine_teachers, distillation_kl
 from helio_core.runtime import CPU, Runtime, model_device, optimizer_step
 from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor
 
@@ -93,6 +93,20 @@ def online_labels(labeller: nn.Module) -> SoftLabels:
             return labeller(views.contiguous(memory_format=torch.channels_last)).float()
 
     return label
+
+
+class WeakTeachers(nn.Module):
+    """The projector's target as a labeller (label mode `teachers`): the weak teachers it was fit to, run on each
+    view and combined as in its fit. What a perfectly faithful projector would give, at the cost of every one of
+    those checkpoints: the ceiling the projector is measured against, not something to ship."""
+
+    def __init__(self, teachers: list[nn.Module], target: ProjectorParams) -> None:
+        super().__init__()
+        self.teachers = nn.ModuleList(teachers)
+        self.target = target
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return combine_teachers([teacher(images) for teacher in self.teachers], self.target)
 
 
 def replayed_labels(logits: torch.Tensor) -> SoftLabels:
@@ -264,6 +278,8 @@ class StudentInputs:
     teacher: nn.Module
     teacher_file: Path
     projector: nn.Module
+    weak_teachers: WeakTeachers | None = None
+    weak_teacher_files: list[Path] = dataclasses.field(default_factory=list)
 
 
 def load_student_inputs(
@@ -273,8 +289,10 @@ def load_student_inputs(
     projector_paths: ProjectorPaths = ProjectorPaths(),
     teacher_paths: TeacherPaths = TeacherPaths(),
     data_paths: DataPaths = DataPaths(),
+    weak_teachers: bool = False,
 ) -> StudentInputs:
-    """Read and check (one class list throughout) what `evaluate_students` and `evaluate_continual` share."""
+    """Read and check (one class list throughout) what `evaluate_students` and `evaluate_continual` share;
+    with `weak_teachers`, also the teachers the projector was fit to (label mode `teachers`)."""
     classes, class_hash = load_classes(data_paths.classes)
     _, train_meta = load_split(data_paths.train, class_hash)
     val, _ = load_split(data_paths.val, class_hash)
@@ -283,9 +301,19 @@ def load_student_inputs(
     distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
     teacher_file = teacher_paths.last_kept()
     teacher = load_teacher(teacher_file, class_hash, runtime.device)
-    projector, _ = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
+    projector, metadata = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
     projector.requires_grad_(False).eval().to(runtime.device)  # frozen: adapted weights computed once (cached)
-    return StudentInputs(classes, class_hash, train_meta, val, test, images, labels, teacher, teacher_file, projector)
+    inputs = StudentInputs(classes, class_hash, train_meta, val, test, images, labels, teacher, teacher_file, projector)
+    if not weak_teachers:
+        return inputs
+    files = [teacher_paths.checkpoint(epoch) for epoch in metadata["teacher_epochs"]]
+    for file in files:
+        if not file.is_file():
+            raise HelioError(f"student.label_modes lists teachers, but {file} (fit target of the projector) is missing")
+    fit = metadata["provenance"]["params"]["projector"]
+    target = dataclasses.replace(ProjectorParams(), target=fit["target"], temperature=fit["temperature"])
+    ensemble = WeakTeachers([load_teacher(file, class_hash, runtime.device) for file in files], target)
+    return dataclasses.replace(inputs, weak_teachers=ensemble.requires_grad_(False).eval(), weak_teacher_files=files)
 
 
 def run_evaluate_students(
@@ -305,7 +333,10 @@ def run_evaluate_students(
     writes the table at the end."""
     started = time.perf_counter()
     config = params.student
-    inputs = load_student_inputs(runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths)
+    inputs = load_student_inputs(
+        runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths,
+        weak_teachers="teachers" in config.label_modes,
+    )  # fmt: skip
     classes, class_hash, train_meta, val, test = (
         inputs.classes,
         inputs.class_hash,
@@ -357,6 +388,7 @@ def run_evaluate_students(
         sources: dict[str, Callable[[int], SoftLabels | None]] = {
             "projector": lambda seed: online_labels(projector),
             "teacher": lambda seed: online_labels(teacher),
+            "teachers": lambda seed: online_labels(inputs.weak_teachers),
             "hard": lambda seed: None,
             "stored": lambda seed: replayed_labels(stored[seed]),
         }
@@ -381,6 +413,7 @@ def run_evaluate_students(
     extra = {
         "projector": projector_paths.file.stat().st_size,
         "teacher": teacher_file.stat().st_size,
+        "teachers": sum(file.stat().st_size for file in inputs.weak_teacher_files),
         "hard": 0,
         "stored": paths.stored_file(config.seeds[0]).stat().st_size if stored else 0,
     }

@@ -130,11 +130,13 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
     assert refined.exit_code == 0, refined.output
     assert "agreement on the distilled images" in refined.output
     assert len(list((workdir / "artifacts/refined/images").glob("*.png"))) == 8
-    modes = ["-S", "student.label_modes=[hard, projector]", "-S", "student.seeds=[0]"]
+    modes = ["-S", "student.label_modes=[hard, projector, teachers]", "-S", "student.seeds=[0]"]
     students = CliRunner().invoke(app, ["evaluate-students", "-p", quick, *modes])
     assert students.exit_code == 0, students.output
     table = json.loads((workdir / "metrics/students.json").read_text())
-    assert set(table["resnet18"]) == {"hard", "projector"} and table["resnet18"]["hard"]["seeds"] == 1
+    assert set(table["resnet18"]) == {"hard", "projector", "teachers"} and table["resnet18"]["hard"]["seeds"] == 1
+    fit_targets = sorted((workdir / "artifacts/teachers").glob("epoch_*.safetensors"))  # quick: every kept epoch
+    assert table["resnet18"]["teachers"]["extra_storage_bytes"] == sum(f.stat().st_size for f in fit_targets)
     assert list((workdir / "artifacts/stored_labels").iterdir()) == []  # the stage's output exists, empty
     assert (
         "projector" in students.output

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 
@@ -9,7 +10,8 @@ from torch import nn
 from helio_core import runtime, storage, student
 from helio_core.augment import render_views
 from helio_core.errors import HelioError
-from helio_core.params import load_params
+from helio_core.params import ProjectorParams, load_params
+from helio_core.projector_fit import combine_teachers
 from tests.conftest import REPO
 
 
@@ -182,3 +184,19 @@ def test_a_cross_arch_stage_trains_with_its_arch_learning_rate(monkeypatch):
     seen.clear()
     student.run_evaluate_arch(params, "mobilenet_v2")
     assert seen["student"].lr == params.student.lr
+
+
+@pytest.mark.parametrize("target", ["mean_logits", "mean_probs"])
+def test_weak_teachers_label_with_the_target_the_projector_was_fit_to(target):
+    torch.manual_seed(0)
+    teachers = [nn.Linear(6, 4) for _ in range(3)]
+    images = torch.randn(5, 6)
+    fit = dataclasses.replace(ProjectorParams(), target=target, temperature=2.0)
+    labels = student.WeakTeachers(teachers, fit)(images)
+    logits = [teacher(images) for teacher in teachers]
+    assert torch.allclose(labels, combine_teachers(logits, fit))
+    if target == "mean_logits":
+        assert torch.allclose(labels, torch.stack(logits).mean(0))
+    else:  # its softmax at T is the teachers' averaged softmax at T
+        averaged = torch.stack([F.softmax(x / 2.0, -1) for x in logits]).mean(0)
+        assert torch.allclose(F.softmax(labels / 2.0, -1), averaged, atol=1e-6)
