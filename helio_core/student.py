@@ -31,7 +31,7 @@ from helio_core.errors import HelioError
 from helio_core.params import LabelMode, Params, ProjectorParams, StudentParams
 from helio_core.progress import progress_bar
 from helio_core.projector import load_projector
-from helio_core.projector_fit import ProjectorPaths, combine_teachers, distillation_kl
+from helio_core.projector_fit import ProjectorPaths, combine_teachers, distillation_kl, teacher_checkpoints
 from helio_core.runtime import CPU, Runtime, model_device, optimizer_step
 from helio_core.teachers import TeacherPaths, accuracy, load_teacher, lr_factor
 
@@ -306,10 +306,7 @@ def load_student_inputs(
     inputs = StudentInputs(classes, class_hash, train_meta, val, test, images, labels, teacher, teacher_file, projector)
     if not weak_teachers:
         return inputs
-    files = [teacher_paths.checkpoint(epoch) for epoch in metadata["teacher_epochs"]]
-    for file in files:
-        if not file.is_file():
-            raise HelioError(f"student.label_modes lists teachers, but {file} (fit target of the projector) is missing")
+    files = teacher_checkpoints(teacher_paths, metadata["teacher_epochs"])
     fit = metadata["provenance"]["params"]["projector"]
     target = dataclasses.replace(ProjectorParams(), target=fit["target"], temperature=fit["temperature"])
     ensemble = WeakTeachers([load_teacher(file, class_hash, runtime.device) for file in files], target)
