@@ -116,7 +116,8 @@ def run_evaluate_continual(
     on the seen classes. Writes the accuracy per step, mean over seeds, and a plot of it."""
     runtime.require_single("evaluate_continual")
     config, student = params.continual, params.student
-    inputs = load_student_inputs(runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths)
+    inputs = load_student_inputs(runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths,
+                                 teacher_batchnorm=student.teacher_batchnorm)  # fmt: skip
     classes, train_meta, test, images, labels = (
         inputs.classes,
         inputs.train_meta,

@@ -164,6 +164,16 @@ def vgg11(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return net
 
 
+def batch_statistics(model: nn.Module) -> nn.Module:
+    """`model` (in place) with every BatchNorm normalising by the statistics of the batch it is given, in eval
+    mode too: its running statistics are dropped, so nothing it sees changes it."""
+    for norm in model.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.track_running_stats = False
+            norm.running_mean = norm.running_var = norm.num_batches_tracked = None
+    return model
+
+
 def _unstride(module: nn.Module) -> None:
     """Every stride-2 convolution in `module` to stride 1 (padding unchanged keeps the grid size)."""
     for conv in module.modules():

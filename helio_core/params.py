@@ -223,6 +223,8 @@ class StudentParams:
     standardise: bool = False  # projector mode: z-score both logit vectors first (Sun et al., CVPR 2024)
     beta: float = 0.1  # weight of the hard-label CE beside the projector loss (Algorithm 1's beta)
     temperature: float = 4.0  # KL temperature of the teacher and stored modes (and projector_loss=kl)
+    teacher_batchnorm: Literal["running", "batch"] = "running"  # how the teacher and weak teachers normalise the
+    # views they label: running = their checkpoints' statistics (eval mode, as RDED); batch = each augmented batch's own
     eval_every: int = 25  # epochs between points of the validation curve
     curve_images: int = 1000  # validation images scored at each curve point (the final score uses all)
 

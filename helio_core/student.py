@@ -290,9 +290,12 @@ def load_student_inputs(
     teacher_paths: TeacherPaths = TeacherPaths(),
     data_paths: DataPaths = DataPaths(),
     weak_teachers: bool = False,
+    teacher_batchnorm: str = "running",
 ) -> StudentInputs:
     """Read and check (one class list throughout) what `evaluate_students` and `evaluate_continual` share;
-    with `weak_teachers`, also the teachers the projector was fit to (label mode `teachers`)."""
+    with `weak_teachers`, also the teachers the projector was fit to (label mode `teachers`). With
+    `teacher_batchnorm="batch"` the teachers normalise each batch of views by its own statistics."""
+    normalised = models.batch_statistics if teacher_batchnorm == "batch" else lambda teacher: teacher
     classes, class_hash = load_classes(data_paths.classes)
     _, train_meta = load_split(data_paths.train, class_hash)
     val, _ = load_split(data_paths.val, class_hash)
@@ -300,7 +303,7 @@ def load_student_inputs(
     images, labels = load_distilled(refined_paths, class_hash)
     distilled_images, distilled_labels = load_distilled(distilled_paths, class_hash)
     teacher_file = teacher_paths.last_kept()
-    teacher = load_teacher(teacher_file, class_hash, runtime.device)
+    teacher = normalised(load_teacher(teacher_file, class_hash, runtime.device))
     projector, metadata = load_projector(projector_paths.file, distilled_images, distilled_labels, class_hash)
     projector.requires_grad_(False).eval().to(runtime.device)  # frozen: adapted weights computed once (cached)
     inputs = StudentInputs(classes, class_hash, train_meta, val, test, images, labels, teacher, teacher_file, projector)
@@ -309,7 +312,7 @@ def load_student_inputs(
     files = teacher_checkpoints(teacher_paths, metadata["teacher_epochs"])
     fit = metadata["provenance"]["params"]["projector"]
     target = dataclasses.replace(ProjectorParams(), target=fit["target"], temperature=fit["temperature"])
-    ensemble = WeakTeachers([load_teacher(file, class_hash, runtime.device) for file in files], target)
+    ensemble = WeakTeachers([normalised(load_teacher(file, class_hash, runtime.device)) for file in files], target)
     return dataclasses.replace(inputs, weak_teachers=ensemble.requires_grad_(False).eval(), weak_teacher_files=files)
 
 
@@ -332,7 +335,7 @@ def run_evaluate_students(
     config = params.student
     inputs = load_student_inputs(
         runtime, refined_paths, distilled_paths, projector_paths, teacher_paths, data_paths,
-        weak_teachers="teachers" in config.label_modes,
+        weak_teachers="teachers" in config.label_modes, teacher_batchnorm=config.teacher_batchnorm,
     )  # fmt: skip
     classes, class_hash, train_meta, val, test = (
         inputs.classes,
@@ -375,6 +378,7 @@ def run_evaluate_students(
                     with runtime.autocast():
                         logits = teacher_view_logits(teacher, images, labels, plan, num_classes)
                     metadata = {"seed": seed, "batch_size": config.batch_size, "teacher": teacher_file.name,
+                                "teacher_batchnorm": config.teacher_batchnorm,
                                 "classes_sha256": class_hash}  # fmt: skip
                     save_stored_labels(paths.stored_file(seed, folder), logits, plan, metadata)
                     bar.advance(task)

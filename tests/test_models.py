@@ -102,3 +102,18 @@ def test_low_resolution_variants_switch_at_low_res_max():
     large = models.create_model("shufflenet_v2", 10, 3, models.LOW_RES_MAX + 1, [0.5] * 3, [0.2] * 3).net
     assert isinstance(small.maxpool, nn.Identity) and small.conv1[0].stride == (1, 1)
     assert isinstance(large.maxpool, nn.MaxPool2d) and large.conv1[0].stride == (2, 2)
+
+
+def test_batch_statistics_normalises_each_batch_by_its_own_statistics_and_changes_nothing():
+    torch.manual_seed(0)
+    model = models.create_model("resnet18", 4, 1, 28, [0.5], [0.25]).eval()
+    batch = torch.rand(6, 1, 28, 28)
+    running = model(batch)
+    models.batch_statistics(model).eval()
+    in_batch = model(batch)
+    assert not torch.allclose(running, in_batch, atol=1e-3)
+    torch.testing.assert_close(model(batch), in_batch)  # nothing tracked: the same batch, the same logits
+    # each view's logits depend on the batch it is labelled in
+    assert not torch.allclose(model(torch.cat([batch[:3], torch.zeros(3, 1, 28, 28)]))[:3], in_batch[:3], atol=1e-3)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.running_mean is None and not m.track_running_stats for m in norms)

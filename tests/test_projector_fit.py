@@ -130,7 +130,8 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
     assert refined.exit_code == 0, refined.output
     assert "agreement on the distilled images" in refined.output
     assert len(list((workdir / "artifacts/refined/images").glob("*.png"))) == 8
-    modes = ["-S", "student.label_modes=[hard, projector, teachers]", "-S", "student.seeds=[0]"]
+    modes = ["-S", "student.label_modes=[hard, projector, teachers]", "-S", "student.seeds=[0]",
+             "-S", "student.teacher_batchnorm=batch"]  # fmt: skip
     students = CliRunner().invoke(app, ["evaluate-students", "-p", quick, *modes])
     assert students.exit_code == 0, students.output
     table = json.loads((workdir / "metrics/students.json").read_text())
