@@ -131,6 +131,8 @@ class ProjectorParams:
     teachers: list[int] | None = None  # kept teacher epochs whose mean logits are the target (None: all kept)
     target: Literal["mean_logits", "mean_probs"] = "mean_logits"  # how the weak teachers are combined;
     # mean_probs: T * log of the mean softmax at projector.temperature (an ensemble's averaged belief)
+    teacher_batchnorm: Literal["running", "batch"] = "running"  # how the weak teachers normalise what they label:
+    # their checkpoints' BN statistics, or each batch's own (mid-trajectory running statistics lag the weights)
     distilled_repeats: int = 0  # the distilled images join the fit pool this many times (0: train images only)
     train_images: int | None = 6000  # train-split images the projector is fitted on (None: all but val)
     val_images: int = 1000  # held out from the train split: early stopping and reporting

@@ -278,6 +278,8 @@ def run_fit_projector(
         teacher, metadata = models.load_checkpoint(file)
         if metadata.get("classes_sha256") != class_hash:
             raise HelioError(f"{file}: teacher made for another class list than {data_paths.classes}")
+        if config.teacher_batchnorm == "batch":
+            models.batch_statistics(teacher)
         teachers.append(teacher.to(runtime.device, memory_format=torch.channels_last))
 
     generator = torch.Generator().manual_seed(params.seed)

@@ -189,3 +189,16 @@ def test_fit_with_the_cached_prefix_follows_the_uncached_fit(fitted, tmp_path):
         assert metrics["cached_prefix_blocks"] == (4 if cache else 0)
         histories[cache] = [epoch["val_loss"] for epoch in metrics["history"]]
     assert histories[True] == pytest.approx(histories[False], rel=1e-3)
+
+
+def test_weak_teachers_in_batch_statistics_change_the_target_and_are_recorded(fitted, tmp_path):
+    """teacher_acc is the accuracy of the teachers' combined target on the test images, whatever the fit."""
+    params, metrics, _, distilled = fitted
+    root = distilled.folder.parent
+    data, teachers = DataPaths(root / "data"), TeacherPaths(root / "teachers", root / "teachers.json")
+    variant = load_params(REPO / "presets" / "quick.yaml", ["projector.teacher_batchnorm=batch", "projector.epochs=1"])
+    paths = ProjectorPaths(tmp_path / "projector.safetensors", tmp_path / "projector.json")
+    batch = run_fit_projector(variant, paths, distilled, teachers, data)
+    assert batch["after_lora"]["teacher_acc"] != metrics["after_lora"]["teacher_acc"]
+    _, metadata = artifacts.load_tensors(paths.file)
+    assert metadata["provenance"]["params"]["projector"]["teacher_batchnorm"] == "batch"
