@@ -8,6 +8,7 @@ measured file here and the ImageNet projection come from one definition.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def clip_rn50_projector_bytes(classes: int, rank: int, head_rank: int) -> int:
 
     from helio_core.lora import adaptable_layers, lora_parameter_count
 
-    visual = open_clip.create_model("RN50", pretrained=None).visual
+    logging.disable(logging.WARNING)  # open_clip warns that an unweighted model is random: only shapes count here
+    try:
+        visual = open_clip.create_model("RN50", pretrained=None).visual
+    finally:
+        logging.disable(logging.NOTSET)
     encoder = lora_parameter_count([layer for _, layer in adaptable_layers(visual)], rank)
     feature_dim = visual.output_dim
     head = min(classes * feature_dim, head_rank * (classes + feature_dim))
