@@ -44,7 +44,7 @@ def test_projector_labels_are_computed_on_the_augmented_batch(monkeypatch):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    config = _config("student.crop_scale=[0.3, 0.6]", "student.beta=0.5")
+    config = _config("student.crop_scale=[0.3, 0.6]", "student.beta=0.5", "student.projector_loss=mse")
     plan = student.make_plan(6, 8, config, config.crop_scale, seed=3)
     projector = KnownProjector()
     losses = []
