@@ -13,11 +13,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1 PYTHONUNB
 if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below
   name=$2
   work=$(mktemp -d)
-  cp -r helio_core stages "$work"/
+  cp -r helio_core helio_app stages "$work"/
   python - "$3" "$work/params.yaml" "$5" <<'PY'
 import sys, yaml
 params = yaml.safe_load(open(sys.argv[1]))
-params["runtime"] = {"device": "cuda", "precision": "auto"}
+params["runtime"].update(device="cuda", precision="auto")
 if sys.argv[3]:
     params["data"]["root"] = sys.argv[3]
 yaml.safe_dump(params, open(sys.argv[2], "w"))
@@ -25,16 +25,16 @@ PY
   (
     cd "$work" || exit 1
     total=0
-    for stage in prepare train_teachers select_patches fit_projector refine_images evaluate_students; do
+    for stage in prepare train-teachers select-patches fit-projector refine-images evaluate-students; do
       start=$SECONDS
-      python -m "stages.$stage" | tail -n 12 || exit 1
+      python -m helio_app "$stage" | tail -n 12 || exit 1
       echo "$name $stage: $((SECONDS - start)) s"
       total=$((total + SECONDS - start))
     done
     echo "$name total: $total s on $(python -c 'import torch; print(torch.cuda.get_device_name())')"
     if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
-      for stage in train_teachers fit_projector evaluate_students; do
-        torchrun --standalone --nproc_per_node 2 -m "stages.$stage" | tail -n 3 || exit 1
+      for stage in train-teachers fit-projector evaluate-students; do
+        torchrun --standalone --nproc_per_node 2 -m helio_app "$stage" | tail -n 3 || exit 1
       done
     fi
   )

@@ -12,45 +12,48 @@ turn (A B C A B C ...) so that drift hits all alike, median seconds per epoch:
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
+from functools import partial
+from pathlib import Path
 
 import torch
+from timing import arguments, grey_images, interleaved, runtime_of
 
-from helio_core.params import ProjectorParams
-from helio_core.progress import progress_bar
-from helio_core.projector import ProjectorSpec, build_projector
-from helio_core.projector_fit import cached_prefix_inputs, fit, fixed_views, pixel_inputs
-from helio_core.runtime import Runtime, choose_device, choose_precision
+from helio_core.methods.projector_fit import cached_prefix_inputs, fit, fixed_views, pixel_inputs
+from helio_core.models.projector import ProjectorSpec, build_projector
+from helio_core.params import load_params
+from helio_core.progress import SILENT
 
 LATE = ["blocks.4.*", "blocks.5.*"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, repeats=3)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = choose_device(args.device, 0)
-    runtime = Runtime(device, choose_precision("auto", device))
+    runtime = runtime_of(args)
+    device = runtime.device
 
-    torch.manual_seed(0)
-    classes = [f"class {i}" for i in range(10)]
-    images = torch.randint(0, 256, (args.images, 1, 28, 28), dtype=torch.uint8)
+    classes, images = grey_images(args.images)
     labels = torch.randint(0, 10, (args.images,))
     targets = torch.randn(args.images, 2, 10)
     val = (images[:100], labels[:100], targets[:100, 0])
-    params = ProjectorParams(views="plain", flip=True, epochs=1, batch_size=args.batch)
+    overrides = [
+        "projector.views=plain",
+        "projector.flip=true",
+        "projector.epochs=1",
+        f"projector.batch_size={args.batch}",
+    ]
+    params = load_params(REPO / "params.yaml", overrides).projector
     steps = -(-args.images // args.batch)
 
     variants, cache_seconds = {}, 0.0
     for name, targets_spec in (("all", "all"), ("late", LATE), ("late+cache", LATE)):
         spec = ProjectorSpec("efficientnet_lite0", args.resolution, "multi", "random", 8, 8.0, targets_spec, 16)
-        projector = build_projector(spec, classes).to(device)
+        projector = build_projector(spec, classes, logit_scale=params.logit_scale, seed=0).to(device)
         blocks = projector.frozen_prefix_blocks() if name == "late+cache" else 0
         inputs = pixel_inputs(images)
         if blocks:
@@ -60,17 +63,12 @@ def main() -> None:
             cache_seconds = time.perf_counter() - started
         variants[name] = (projector, fixed_views(inputs, labels, targets, params, runtime), blocks)
 
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
     generator = torch.Generator().manual_seed(0)
-    with progress_bar(show=False) as bar:
-        for _ in range(args.repeats):
-            for name, (projector, batches, blocks) in variants.items():
-                started = time.perf_counter()
-                fit(projector, batches, steps, val, params, generator, bar, runtime, blocks)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds[name].append(time.perf_counter() - started)
-    median = {name: statistics.median(values) for name, values in seconds.items()}
+    runs = {
+        name: partial(fit, projector, batches, steps, val, params, generator, SILENT, runtime, blocks)
+        for name, (projector, batches, blocks) in variants.items()
+    }
+    median = interleaved(runs, args.repeats, warm_up=False)
     print(f"{args.images} images x 2 views at {args.resolution} px, batch {args.batch}, {device}, {runtime.precision}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
     for name, value in median.items():

@@ -3,8 +3,9 @@
     python bench/pipeline.py --before 0de2303 [--after HEAD] [--preset presets/quick.yaml]
 
 Each revision is exported (`git archive`) into a fresh temporary folder and runs its own params.yaml (or the
-preset file of that revision), stage after stage as `dvc repro` runs them (`python -m stages.<name>`), the
-two revisions alternating stage by stage so that drift on a shared machine hits both alike. Peak memory is
+preset file of that revision), stage after stage with the command its own dvc.yaml gives the stage (`helio
+<stage>` as `python -m helio_app <stage>`, or an older revision's `python -m stages.<name>`), the two revisions
+alternating stage by stage so that drift on a shared machine hits both alike. Peak memory is
 the stage process's maximum resident set size (CPU memory; GPU memory is not counted). At the end the
 students' table of each revision is printed, to show that the speed did not cost accuracy.
 """
@@ -14,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 STAGES = ("prepare", "train_teachers", "select_patches", "fit_projector", "refine_images", "evaluate_students")
 REPO = Path(__file__).resolve().parents[1]
@@ -34,12 +38,19 @@ def export(revision: str, folder: Path, preset: str | None) -> Path:
     return folder
 
 
+def stage_command(folder: Path, stage: str) -> list[str]:
+    """The stage's command in the revision's dvc.yaml, run by this interpreter."""
+    program, *arguments = shlex.split(yaml.safe_load((folder / "dvc.yaml").read_text())["stages"][stage]["cmd"])
+    launcher = {"python": [sys.executable], "helio": [sys.executable, "-m", "helio_app"]}[program]
+    return [*launcher, *arguments]
+
+
 def run_stage(folder: Path, stage: str) -> tuple[float, float]:
     """Wall seconds and peak resident memory (MiB) of one stage process."""
     env = {**os.environ, "PYTHONPATH": str(folder)}
     started = time.perf_counter()
     with open(folder / f"{stage}.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=folder, env=env, stdout=log,
+        process = subprocess.Popen(stage_command(folder, stage), cwd=folder, env=env, stdout=log,
                                    stderr=subprocess.STDOUT)  # fmt: skip
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started

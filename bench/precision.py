@@ -10,25 +10,21 @@ forward (EfficientNet-Lite0 multi-level at 64 px, LoRA r8, batch 50) at fp32 and
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from timing import arguments, interleaved, runtime_of
 from torch.nn.utils import parametrize
 
-from helio_core import models
-from helio_core.projector import ProjectorSpec, build_projector
-from helio_core.runtime import Runtime, choose_device
+from helio_core.models import architectures as models
+from helio_core.models.projector import ProjectorSpec, build_projector
+from helio_core.runtime import Runtime
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
-    device = choose_device(args.device, 0)
+    args = arguments(__doc__, repeats=20).parse_args()
+    device = runtime_of(args).device
     precisions = ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
     runtimes = {name: Runtime(device, name) for name in precisions}
 
@@ -41,7 +37,7 @@ def main() -> None:
     }
     optimizers = {name: torch.optim.AdamW(students[name].parameters(), fused=True) for name in precisions}
     spec = ProjectorSpec("efficientnet_lite0", 64, "multi", "random", 8, 8.0, "all", 16)
-    projector = build_projector(spec, [str(i) for i in range(10)]).eval().to(device)
+    projector = build_projector(spec, [str(i) for i in range(10)], logit_scale=10.0, seed=0).eval().to(device)
 
     def train_step(name: str) -> None:
         with runtimes[name].autocast():
@@ -56,17 +52,8 @@ def main() -> None:
 
     results = {}
     for task, run in (("student train step", train_step), ("projector forward", label)):
-        times: dict[str, list[float]] = {name: [] for name in precisions}
-        for name in precisions:
-            run(name)  # warm-up
-        for _ in range(args.repeats):
-            for name in precisions:
-                started = time.perf_counter()
-                run(name)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - started)
-        results[task] = {name: statistics.median(values) * 1000 for name, values in times.items()}
+        seconds = interleaved({name: partial(run, name) for name in precisions}, args.repeats)
+        results[task] = {name: value * 1000 for name, value in seconds.items()}
     print(f"{device}, {torch.get_num_threads()} threads, median of {args.repeats}; speed relative to fp32")
     for task, row in results.items():
         cells = "   ".join(f"{name} {ms:7.1f} ms {row['fp32'] / ms:4.2f}x" for name, ms in row.items())

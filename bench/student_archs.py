@@ -3,36 +3,31 @@
     python bench/student_archs.py [--batch 50] [--size 28] [--channels 1] [--repeats 3] [--threads N] [--device auto]
 
 One step is forward, backward and AdamW on a batch of random images (default: 50 grey 28-px images, the default
-students' shape; at this size the cross-architecture students are their low-resolution variants, see models.py).
+students' shape; at this size the cross-architecture students are their low-resolution variants, see
+helio_core/models/architectures.py).
 Architectures are timed in turn (A B C A B C ...) after one untimed warm-up step each; median ms per step,
 and the ratio to resnet18.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
+from timing import arguments, interleaved, runtime_of
 
-from helio_core import models
-from helio_core.runtime import choose_device
+from helio_core.models import architectures as models
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, repeats=3)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, the cores)")
-    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = choose_device(args.device, 0)
+    device = runtime_of(args).device
 
     torch.manual_seed(0)
     images = torch.rand(args.batch, args.channels, args.size, args.size, device=device)
@@ -50,18 +45,9 @@ def main() -> None:
             loss.backward()
             optimizer.step()
 
-        step()
         steps[arch] = step
 
-    seconds: dict[str, list[float]] = {arch: [] for arch in steps}
-    for _ in range(args.repeats):
-        for arch, step in steps.items():
-            started = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds[arch].append(time.perf_counter() - started)
-    median = {arch: statistics.median(values) for arch, values in seconds.items()}
+    median = interleaved(steps, args.repeats)
     print(f"batch {args.batch} x {args.channels} x {args.size} px, {device}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} steps")  # fmt: skip
     for arch, value in median.items():

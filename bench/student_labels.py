@@ -10,52 +10,48 @@ timed in turn (A B C A B C ...), median seconds per epoch; the ratio is to the h
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+from functools import partial
+from pathlib import Path
 
 import torch
+from timing import arguments, grey_images, interleaved, runtime_of
 from torch.nn.utils import parametrize
 
-from helio_core import models
-from helio_core.params import StudentParams
-from helio_core.projector import ProjectorSpec, build_projector
-from helio_core.runtime import Runtime, choose_device, choose_precision
-from helio_core.student import make_plan, new_student, online_labels, train_student
+from helio_core.data.splits import ImageSet
+from helio_core.models.architectures import create_model
+from helio_core.models.projector import ProjectorSpec, build_projector
+from helio_core.params import load_params
+from helio_core.training.labels import online_labels
+from helio_core.training.students import make_plan, new_student, train_student
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, repeats=3)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    device = choose_device(args.device, 0)
-    runtime = Runtime(device, choose_precision("auto", device))
+    runtime = runtime_of(args)
+    device = runtime.device
 
-    torch.manual_seed(0)
-    classes = [f"class {i}" for i in range(10)]
-    images = torch.randint(0, 256, (args.images, 1, 28, 28), dtype=torch.uint8)
+    classes, images = grey_images(args.images)
     labels = torch.arange(args.images) % 10
-    params = StudentParams(epochs=args.epochs, eval_every=10**6)
+    params = load_params(REPO / "params.yaml", [f"student.epochs={args.epochs}", "student.eval_every=1000000"]).student
     plan = make_plan(args.images, 28, params, [0.5, 1.0], seed=0)
     spec = ProjectorSpec("efficientnet_lite0", 64, "multi", "random", 8, 8.0, "all", 16)
-    projector = build_projector(spec, classes).requires_grad_(False).eval().to(device)
-    teacher = models.create_model("resnet18", 10, 1, 28, [0.5], [0.25]).eval().to(device)
+    projector = build_projector(spec, classes, logit_scale=10.0, seed=0).requires_grad_(False).eval().to(device)
+    teacher = create_model("resnet18", 10, 1, 28, [0.5], [0.25]).eval().to(device)
     sources = {"hard": None, "teacher": online_labels(teacher), "projector": online_labels(projector)}
 
-    seconds: dict[str, list[float]] = {mode: [] for mode in sources}
+    data = ImageSet(images, labels, classes)
+    runs = {  # each mode trains its own student on, repeat after repeat: an epoch costs the same
+        mode: partial(train_student, new_student("resnet18", 10, images, [0.5], [0.25], 0, device), mode, data, plan,
+                      source, params, lambda m: 0.0, runtime)
+        for mode, source in sources.items()
+    }  # fmt: skip
     with parametrize.cached():
-        for _ in range(args.repeats):
-            for mode, source in sources.items():
-                student = new_student("resnet18", 10, images, [0.5], [0.25], seed=0, device=device)
-                started = time.perf_counter()
-                train_student(student, mode, images, labels, plan, source, params, 10, lambda m: 0.0, runtime=runtime)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds[mode].append((time.perf_counter() - started) / args.epochs)
-    median = {mode: statistics.median(values) for mode, values in seconds.items()}
+        median = {mode: value / args.epochs for mode, value in interleaved(runs, args.repeats, warm_up=False).items()}
     print(f"{args.images} images, batch {params.batch_size}, {device}, {runtime.precision}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} x {args.epochs} epochs")  # fmt: skip
     for mode, value in median.items():

@@ -1,4 +1,10 @@
-"""helio: dataset distillation with light labels (library)."""
+"""helio: dataset distillation with light labels (the library).
+
+Layers, each importing only the ones before it: errors, params, progress, artifacts, runtime and workspace (the
+infrastructure); data (sources, prepared splits, the distilled set, augmented views); models (architectures and
+checkpoints, backbones, LoRA, the projector); training (the engine, losses, label sources, the loops); methods
+(RDED selection, the projector's fit, Eq. 7 refinement, continual splits); reporting (bytes, figures, tables).
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
@@ -6,12 +12,3 @@ try:
     __version__ = version("helio")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+source"
-
-
-def __getattr__(name: str):
-    """`helio_core.Projector` without importing torch on every `import helio_core`."""
-    if name == "Projector":
-        from helio_core.projector import Projector
-
-        return Projector
-    raise AttributeError(f"module 'helio_core' has no attribute {name!r}")

@@ -1,28 +1,34 @@
-"""Rich progress bars for every loop that takes more than a second."""
+"""How the library reports progress: through a callback object the caller passes in, never by drawing anything.
+
+A `Progress` starts tasks (a loop with a known total) and takes notes (a line worth keeping, e.g. an epoch's
+validation accuracy). The library's default, `SILENT`, does nothing; the `helio` command passes a rich display
+(helio_app.progress), tests pass nothing.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+class Task:
+    """One loop's progress: advance by a count, or set how far it is; `status` is a short free text."""
+
+    def advance(self, amount: float = 1, status: str | None = None) -> None:
+        pass
+
+    def update(self, completed: float, status: str | None = None) -> None:
+        pass
+
+    def finish(self) -> None:
+        """The loop is over and its line may go (a sub-task inside a longer one)."""
 
 
-def progress_bar(show: bool = True) -> Progress:
-    """A progress display with a free `status` field per task (loss, accuracy, ...); `show=False` for the
-    non-main ranks of a torchrun job, whose bars would interleave with rank 0's."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        disable=not show,
-        console=None if show else Console(quiet=True),
-    )
+class Progress:
+    """The receiver of a library call's progress; this base class ignores everything."""
+
+    def task(self, description: str, total: float) -> Task:
+        return Task()
+
+    def note(self, message: str) -> None:
+        pass
+
+
+SILENT = Progress()

@@ -133,7 +133,7 @@ def choose_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     if device.type != "cuda":
-        return "fp32"  # CPU autocast to bf16 measured slower than fp32 here (bench/README.md)
+        return "fp32"  # CPU autocast to bf16 is no faster than fp32 on the CPUs benchmarked (bench/precision.py)
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
@@ -166,16 +166,3 @@ def model_device(model: nn.Module) -> torch.device:
     """Where the model's tensors live (the CPU for a model without any)."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-    """Backward and update, through the loss scaler (a pass-through unless fp16)."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (what checkpoints store)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model

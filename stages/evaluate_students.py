@@ -1,21 +1,159 @@
-"""DVC stage `evaluate_students`: students per label mode on the refined images -> metrics/students.json.
+"""Stage `evaluate_students`: students per (arch, label mode, seed) on the refined images, every label mode on the
+same augmented batches -> metrics/students.json (the side-by-side table), metrics/storage.json, the curves and
+the accuracy-against-storage plot, and artifacts/stored_labels (the `stored` mode's files, SRe2L/FKD).
 
-Runs alone (`python -m stages.evaluate_students`) or with the students dealt out to the processes of
-`torchrun --nproc_per_node N -m stages.evaluate_students`."""
+With `arch`, the same stage is one architecture of the paper's Table 2 (experiments/cross_arch/dvc.yaml): the
+`student` recipe with the `cross_arch` section's label modes, seeds and learning rate for that arch, written to
+metrics/cross_arch/<arch>.json and plots/cross_arch/, without stored labels or a storage report.
 
-from helio_core import runtime
-from helio_core.errors import exit_on_error
-from helio_core.params import load_params
-from helio_core.student import format_table, run_evaluate_students
+Under torchrun the students are dealt out to the ranks (each trains whole students: they are independent, so
+the table does not depend on the number of processes); rank 0 stores the teacher's labels first and writes the
+table at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from helio_core import artifacts
+from helio_core.data.splits import ImageSet
+from helio_core.data.views import ViewPlan
+from helio_core.errors import HelioError
+from helio_core.params import Params
+from helio_core.progress import SILENT, Progress
+from helio_core.reporting import figures, storage
+from helio_core.reporting.tables import format_table
+from helio_core.runtime import CPU, Runtime
+from helio_core.training.labels import (
+    load_stored_labels,
+    online_labels,
+    replayed_labels,
+    save_stored_labels,
+    teacher_view_logits,
+)
+from helio_core.training.students import (
+    StudentInputs,
+    StudentRun,
+    curve_rows,
+    load_student_inputs,
+    make_plan,
+    summarise,
+    train_students,
+)
+from helio_core.workspace import StudentOutputs, Workspace
 
 
-def main() -> None:
-    params = load_params("params.yaml")
-    with runtime.started(params.runtime) as here:
-        metrics = run_evaluate_students(params, runtime=here)
-        if here.is_main:
-            print(format_table(metrics))
+def run(
+    params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT, arch: str | None = None
+) -> dict:
+    started = time.perf_counter()
+    outputs = workspace.students() if arch is None else workspace.cross_arch(arch)
+    params = params if arch is None else cross_arch_params(params, arch)
+    config = params.student
+    if "stored" in config.label_modes and outputs.stored_labels is None:
+        raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
+    inputs = load_student_inputs(workspace, runtime, config.teacher_batchnorm, "teachers" in config.label_modes)
+    distilled, val = inputs.distilled, inputs.val
+    curve_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))
+    curve_set = ImageSet(val.images[curve_index[: config.curve_images]], val.labels[curve_index[: config.curve_images]],
+                         distilled.classes)  # fmt: skip
+    size = distilled.images.shape[-1]
+    plans = {
+        seed: make_plan(len(distilled.labels), size, config, params.student_crop_scale, seed) for seed in config.seeds
+    }
+    stored = _stored_labels(inputs, plans, params, outputs, runtime, progress)
+    sources = {
+        "projector": lambda seed: online_labels(inputs.projector),
+        "teacher": lambda seed: online_labels(inputs.teacher),
+        "teachers": lambda seed: online_labels(inputs.weak_teachers),
+        "hard": lambda seed: None,
+        "stored": lambda seed: replayed_labels(stored[seed]),
+    }
+    jobs = [(a, seed, mode) for a in config.archs for seed in config.seeds for mode in config.label_modes]
+    runs = train_students(runtime.shard_list(jobs), inputs, plans, sources, config, curve_set, runtime, progress)
+    runs = sorted((run for share in runtime.gather(runs) for run in share), key=lambda run: jobs.index(run.job))
+    if not runtime.is_main:
+        return {}
+    return _write_table(runs, inputs, params, workspace, outputs, stored, started)
 
 
-if __name__ == "__main__":
-    exit_on_error(main)
+def cross_arch_params(params: Params, arch: str) -> Params:
+    """The student recipe of one cross-architecture stage: its arch, the cross_arch section's label modes and
+    seeds, and its learning rate where cross_arch.lr sets one."""
+    cross_arch = params.cross_arch
+    if arch not in cross_arch.archs:
+        raise HelioError(f"arch {arch!r} is not one of cross_arch.archs {cross_arch.archs}")
+    student = params.student.model_copy(update={
+        "archs": [arch], "label_modes": list(cross_arch.label_modes), "seeds": list(cross_arch.seeds),
+        "lr": cross_arch.lr.get(arch, params.student.lr),
+    })  # fmt: skip
+    return params.model_copy(update={"student": student})
+
+
+def _stored_labels(
+    inputs: StudentInputs, plans: dict[int, ViewPlan], params: Params, outputs: StudentOutputs, runtime: Runtime,
+    progress: Progress,
+) -> dict[int, torch.Tensor]:  # fmt: skip
+    """The `stored` mode's labels: rank 0 writes the full teacher's logits for every planned view of each seed, then
+    every rank reads them back, with the plans they were written with (replacing `plans`' entries)."""
+    config, stored = params.student, {}
+    folder_or_none = runtime.output(outputs.stored_labels) if outputs.stored_labels else contextlib.nullcontext()
+    with folder_or_none as folder:
+        if folder is not None:
+            folder.mkdir()  # left empty without the `stored` mode: the stage's output still exists
+        if folder is not None and "stored" in config.label_modes:
+            task = progress.task("store the teacher's labels", total=len(config.seeds))
+            images, labels = inputs.distilled.images, inputs.distilled.labels
+            for seed, plan in plans.items():
+                with runtime.autocast():
+                    logits = teacher_view_logits(inputs.teacher, images, labels, plan, len(inputs.distilled.classes))
+                metadata = {"seed": seed, "batch_size": config.batch_size, "teacher": inputs.teacher_file.name,
+                            "teacher_batchnorm": config.teacher_batchnorm,
+                            "classes_sha256": inputs.classes_sha256}  # fmt: skip
+                save_stored_labels(outputs.stored_file(seed, folder), logits, plan, metadata)
+                task.advance()
+    runtime.barrier()
+    if "stored" in config.label_modes:
+        for seed in config.seeds:
+            stored[seed], plans[seed] = load_stored_labels(outputs.stored_file(seed))
+    return stored
+
+
+def _write_table(
+    runs: list[StudentRun], inputs: StudentInputs, params: Params, workspace: Workspace, outputs: StudentOutputs,
+    stored: dict[int, torch.Tensor], started: float,
+) -> dict:  # fmt: skip
+    """The table (mean and std over seeds per arch and label mode, with each mode's extra bytes), its curves and
+    plot, and the storage report where the outputs have one."""
+    config = params.student
+    extra = {
+        "projector": workspace.projector.stat().st_size,
+        "teacher": inputs.teacher_file.stat().st_size,
+        "teachers": sum(file.stat().st_size for file in inputs.weak_teacher_files),
+        "hard": 0,
+        "stored": outputs.stored_file(config.seeds[0]).stat().st_size if stored else 0,
+    }
+    images_bytes = storage.files_bytes(sorted((workspace.refined / "images").glob("*.png")))
+    table = summarise(runs, extra)
+    metrics = {
+        "ipc": params.select.ipc,
+        "epochs": config.epochs,
+        "test_images": len(inputs.test.labels),
+        "archs": config.archs,
+        **table,
+        "images_bytes": images_bytes,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    artifacts.write_json(outputs.metrics, metrics)
+    if outputs.storage is not None:
+        images = len(inputs.distilled.labels)
+        storage.write_storage(outputs.storage, extra, images, config, len(inputs.distilled.classes), images_bytes)
+    figures.write_curves(outputs.curves, curve_rows(runs))
+    figures.plot_accuracy_vs_storage(outputs.accuracy_plot, table, images_bytes, params.select.ipc)
+    return metrics
+
+
+def summary(metrics: dict) -> list[str]:
+    return format_table(metrics).splitlines()

@@ -9,9 +9,9 @@ import open_clip
 import pytest
 import torch
 
-from helio_core.data import classes_sha256
+from helio_core.data.splits import classes_sha256
+from helio_core.models.projector import ProjectorSpec, build_projector, save_projector
 from helio_core.params import load_params
-from helio_core.projector import ProjectorSpec, build_projector, save_projector
 
 REPO = Path(__file__).resolve().parents[1]
 open_clip.add_model_config(REPO / "tests" / "fixtures" / "tiny-rn-clip.json")
@@ -23,7 +23,8 @@ def write_tiny_clip_projector(folder: Path, path: Path, classes: list[str]) -> P
     checkpoint = folder / "tiny.pt"
     torch.save(open_clip.create_model("tiny-rn-clip").state_dict(), checkpoint)
     spec = ProjectorSpec(f"open_clip:tiny-rn-clip/{checkpoint}", None, "final", "text", 2, 8.0, "all", 2)
-    save_projector(path, build_projector(spec, classes), classes, classes_sha256(classes), {}, "fp32")
+    projector = build_projector(spec, classes, logit_scale=10.0, seed=0)
+    save_projector(path, projector, classes, classes_sha256(classes), {}, "fp32")
     return path
 
 
@@ -44,7 +45,7 @@ def project_copy(tmp_path):
     """The pipeline's files (no outputs) copied into a fresh folder, with the quick preset as params.yaml."""
     target = tmp_path / "project"
     target.mkdir()
-    for name in ("helio_core", "stages", "experiments"):
+    for name in ("helio_core", "helio_app", "stages", "experiments"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, target / name)

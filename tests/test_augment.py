@@ -1,6 +1,6 @@
 import torch
 
-from helio_core import augment
+from helio_core.data import views as augment
 
 
 def _plan(n=10, epochs=2, batch=4, size=16, cutmix=True, seed=0):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helio_core.backbones import (
+from helio_core.models.backbones import (
     TF_MEAN,
     TF_STD,
     Preprocess,

@@ -2,7 +2,7 @@ import json
 
 from typer.testing import CliRunner
 
-from helio_core.cli import app
+from helio_app.cli import app
 from tests.conftest import REPO
 
 runner = CliRunner()

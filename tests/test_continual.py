@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from helio_core.continual import (
+from helio_core.errors import HelioError
+from helio_core.methods.continual import (
     SeenClasses,
     class_steps,
     distinct_seen_sets,
@@ -11,7 +12,6 @@ from helio_core.continual import (
     seen_classes,
     seen_test_indices,
 )
-from helio_core.errors import HelioError
 
 
 def test_natural_order_in_5_steps_of_2_and_10_steps_of_1():

@@ -4,17 +4,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helio_core import models
-from helio_core.params import RuntimeParams
-from helio_core.projector import ProjectorSpec, build_projector
-from helio_core.runtime import Runtime, optimizer_step, started
+from helio_core.models import architectures as models
+from helio_core.models.projector import ProjectorSpec, build_projector
+from helio_core.params import load_params
+from helio_core.runtime import Runtime, started
+from helio_core.training.engine import make_optimizer
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
 
 
 def test_auto_runtime_takes_the_gpu_with_half_precision_autocast():
-    with started(RuntimeParams()) as runtime:
+    with started(
+        load_params(REPO / "params.yaml", ["runtime.device=auto", "runtime.precision=auto"]).runtime
+    ) as runtime:
         assert runtime.device.type == "cuda"
         assert runtime.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
 
@@ -25,14 +29,17 @@ def test_a_student_fits_a_fixed_batch_under_autocast(precision):
     torch.manual_seed(0)
     model = models.create_model("resnet18", 4, 1, 28, [0.5], [0.5]).to(CUDA, memory_format=torch.channels_last)
     images, labels = runtime.to_device(torch.rand(16, 1, 28, 28)), runtime.to_device(torch.arange(16) % 4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    optimizer = make_optimizer(model.parameters(), "adamw", lr=1e-3, weight_decay=0.0)
     scaler = runtime.grad_scaler()
     losses = []
     for _ in range(40):
         with runtime.autocast():
             logits = model(images.contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits.float(), labels)
-        optimizer_step(loss, optimizer, scaler)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.2 * losses[0], losses
@@ -42,7 +49,7 @@ def test_projector_under_bf16_on_the_gpu_labels_like_fp32_on_the_cpu():
     torch.manual_seed(0)
     images, labels = torch.rand(24, 3, 32, 32), torch.arange(24) % 4
     spec = ProjectorSpec("efficientnet_lite0", 32, "multi", "prototypes", 2, 8.0, "all", 2)
-    projector = build_projector(spec, ["a", "b", "c", "d"], images, labels).eval()
+    projector = build_projector(spec, ["a", "b", "c", "d"], images, labels, logit_scale=10.0, seed=0).eval()
     with torch.no_grad():
         on_cpu = projector(images)
         projector.to(CUDA)
@@ -56,7 +63,7 @@ def test_lora_gradients_reach_only_the_adapters_on_the_gpu():
     torch.manual_seed(0)
     images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
     spec = ProjectorSpec("efficientnet_lite0", 32, "multi", "prototypes", 2, 8.0, "all", 2)
-    projector = build_projector(spec, ["a", "b", "c", "d"], images, labels).to(CUDA)
+    projector = build_projector(spec, ["a", "b", "c", "d"], images, labels, logit_scale=10.0, seed=0).to(CUDA)
     with Runtime(CUDA, "bf16").autocast():
         loss = F.cross_entropy(projector(images.to(CUDA)).float(), labels.to(CUDA))
     loss.backward()

@@ -8,17 +8,12 @@ import torch
 from PIL import Image
 
 from helio_core import artifacts
-from helio_core.data import (
-    DataPaths,
-    cap_per_class,
-    classes_sha256,
-    load_classes,
-    load_source,
-    read_idx,
-    run_prepare,
-)
+from helio_core.data.sources import load_source, read_idx
+from helio_core.data.splits import cap_per_class, classes_sha256, load_classes
 from helio_core.errors import HelioError
 from helio_core.params import load_params
+from helio_core.workspace import Workspace
+from stages import prepare
 from tests.conftest import REPO
 
 
@@ -167,11 +162,11 @@ def test_cap_per_class_is_seeded_and_balanced(quick_params):
 
 
 def test_prepare_writes_splits_classes_and_provenance(workdir, quick_params):
-    report = run_prepare(quick_params)
-    paths = DataPaths()
-    tensors, metadata = artifacts.load_tensors(paths.train)
+    report = prepare.run(quick_params, Workspace())
+    paths = Workspace()
+    tensors, metadata = artifacts.load_tensors(paths.split("train"))
     assert report["train"] == 4 * 64 - 32 and tensors["images"].shape == (224, 3, 16, 16)
-    val, _ = artifacts.load_tensors(paths.val)
+    val, _ = artifacts.load_tensors(paths.split("val"))
     assert report["val"] == 32 and val["images"].shape == (32, 3, 16, 16)
     train_rows = {bytes(image.numpy()) for image in tensors["images"]}
     assert not train_rows & {bytes(image.numpy()) for image in val["images"]}, "val images leaked into train"
@@ -182,14 +177,14 @@ def test_prepare_writes_splits_classes_and_provenance(workdir, quick_params):
 
 
 def test_prepare_twice_gives_identical_files(workdir, quick_params):
-    run_prepare(quick_params)
+    prepare.run(quick_params, Workspace())
     first = artifacts.sha256_tree("artifacts/data")
-    run_prepare(quick_params)
+    prepare.run(quick_params, Workspace())
     assert artifacts.sha256_tree("artifacts/data") == first
 
 
 def test_failed_prepare_leaves_no_partial_output(workdir):
     params = load_params(REPO / "params.yaml", [f"data.root={workdir / 'nowhere'}"])
     with pytest.raises(HelioError):
-        run_prepare(params)
+        prepare.run(params, Workspace())
     assert not (workdir / "artifacts").exists()

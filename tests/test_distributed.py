@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from helio_core import artifacts
-from helio_core.distilled import DistilledPaths, load_distilled
-from helio_core.projector import load_projector
+from helio_core.data.distilled import load_distilled
+from helio_core.models.projector import load_projector
 from tests.conftest import REPO
 
 
 def _stage(root: Path, stage: str, processes: int = 1) -> str:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [*(launcher if processes > 1 else [sys.executable]), "-m", f"stages.{stage}"]
+    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "helio_app", stage]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
@@ -36,9 +36,9 @@ def workspace(tmp_path_factory):
     """The quick preset through select_patches, one thread per process (so ranks do not share cores)."""
     root = tmp_path_factory.mktemp("ddp")
     params = yaml.safe_load((REPO / "presets" / "quick.yaml").read_text())
-    params["runtime"] = {"device": "cpu", "threads": 1}
+    params["runtime"].update(device="cpu", threads=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in ("prepare", "train_teachers", "select_patches"):
+    for stage in ("prepare", "train-teachers", "select-patches"):
         _stage(root, stage)
     return root
 
@@ -51,12 +51,12 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 @pytest.mark.slow
 def test_fit_projector_with_two_gloo_processes_matches_one_process_in_form(workspace):
     projector_file = workspace / "artifacts/projector/projector.safetensors"
-    _stage(workspace, "fit_projector")
+    _stage(workspace, "fit-projector")
     single_meta = artifacts.read_metadata(projector_file)
     single_shapes = _tensor_shapes(projector_file)
     single_metrics = json.loads((workspace / "metrics/projector.json").read_text())
 
-    log = _stage(workspace, "fit_projector", processes=2)
+    log = _stage(workspace, "fit-projector", processes=2)
     assert log.count("projector:") == 1  # rank 0 alone reports
     meta = artifacts.read_metadata(projector_file)
     assert meta["provenance"]["params"]["runtime"] == {"device": "cpu", "precision": "fp32", "world_size": 2}
@@ -64,7 +64,7 @@ def test_fit_projector_with_two_gloo_processes_matches_one_process_in_form(works
     for key in ("spec", "classes", "classes_sha256", "stored_parameters", "head_form", "teacher_epochs"):
         assert meta[key] == single_meta[key], key
     assert _tensor_shapes(projector_file) == single_shapes
-    images, labels = load_distilled(DistilledPaths(workspace / "artifacts/distilled"), meta["classes_sha256"])
+    images, labels = load_distilled(workspace / "artifacts/distilled", meta["classes_sha256"])
     projector, _ = load_projector(projector_file, images, labels, meta["classes_sha256"])
     assert projector(images[:2].float() / 255).shape == (2, len(meta["classes"]))
     metrics = json.loads((workspace / "metrics/projector.json").read_text())
@@ -79,7 +79,7 @@ def test_fit_projector_with_two_gloo_processes_matches_one_process_in_form(works
 def test_train_teachers_with_two_gloo_processes_writes_the_same_checkpoints(workspace, tmp_path):
     reference = tmp_path / "teachers"
     shutil.copytree(workspace / "artifacts/teachers", reference)
-    _stage(workspace, "train_teachers", processes=2)
+    _stage(workspace, "train-teachers", processes=2)
     written = sorted(path.name for path in (workspace / "artifacts/teachers").iterdir())
     assert written == sorted(path.name for path in reference.iterdir())
     for name in written:
@@ -94,12 +94,12 @@ def test_train_teachers_with_two_gloo_processes_writes_the_same_checkpoints(work
 @pytest.mark.slow
 def test_evaluate_students_dealt_to_two_processes_give_the_one_process_table(workspace):
     """Students are independent, so dealing them out must not change a single figure (one thread each)."""
-    _stage(workspace, "fit_projector")
-    _stage(workspace, "refine_images")
-    _stage(workspace, "evaluate_students")
+    _stage(workspace, "fit-projector")
+    _stage(workspace, "refine-images")
+    _stage(workspace, "evaluate-students")
     single = json.loads((workspace / "metrics/students.json").read_text())
     single_curves = (workspace / "plots/student_curves.csv").read_text()
-    log = _stage(workspace, "evaluate_students", processes=2)
+    log = _stage(workspace, "evaluate-students", processes=2)
     assert log.count("label mode") == 1
     table = json.loads((workspace / "metrics/students.json").read_text())
     for mode in ("projector", "teacher", "hard", "stored"):

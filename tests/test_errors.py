@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from helio_core import artifacts, runtime
-from helio_core.backbones import create_backbone
-from helio_core.data import classes_sha256, load_classes, load_source
-from helio_core.distilled import DistilledPaths, load_distilled
+from helio_core.data.distilled import image_name, load_distilled
+from helio_core.data.sources import load_source
+from helio_core.data.splits import classes_sha256, load_classes
 from helio_core.errors import HelioError
+from helio_core.models.backbones import create_backbone
+from helio_core.models.projector import load_projector
 from helio_core.params import load_params
-from helio_core.projector import load_projector
 from tests.conftest import REPO, write_tiny_clip_projector
 
 CLASSES = ["cat", "dog", "ant"]
@@ -169,11 +170,11 @@ def _distilled(folder, labels=(0, 1, 2), classes=CLASSES):
     (folder / "images").mkdir(parents=True)
     entries = []
     for index, label in enumerate(labels):
-        name = DistilledPaths.image_name(label, index)
+        name = image_name(label, index)
         artifacts.write_png(folder / name, torch.full((3, 8, 8), 10 * index, dtype=torch.uint8))
         entries.append({"file": name, "label": label})
     artifacts.write_json(folder / "labels.json", {"images": entries, "classes_sha256": classes_sha256(classes)})
-    return DistilledPaths(folder)
+    return folder
 
 
 def test_valid_distilled_set_loads(tmp_path):
@@ -181,57 +182,57 @@ def test_valid_distilled_set_loads(tmp_path):
     assert images.shape == (3, 3, 8, 8) and labels.tolist() == [0, 1, 2]
 
 
-def _extra_png(paths):
-    artifacts.write_png(paths.folder / "images" / "9_9.png", torch.zeros(3, 8, 8, dtype=torch.uint8))
+def _extra_png(folder):
+    artifacts.write_png(folder / "images" / "9_9.png", torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 
-def _missing_png(paths):
-    (paths.folder / "images" / "1_1.png").unlink()
+def _missing_png(folder):
+    (folder / "images" / "1_1.png").unlink()
 
 
-def _odd_png(paths):
-    artifacts.write_png(paths.folder / "images" / "1_1.png", torch.zeros(3, 9, 8, dtype=torch.uint8))
+def _odd_png(folder):
+    artifacts.write_png(folder / "images" / "1_1.png", torch.zeros(3, 9, 8, dtype=torch.uint8))
 
 
-def _broken_png(paths):
-    (paths.folder / "images" / "1_1.png").write_bytes(b"\x89PNG not really")
+def _broken_png(folder):
+    (folder / "images" / "1_1.png").write_bytes(b"\x89PNG not really")
 
 
-def _labels_not_json(paths):
-    (paths.folder / "labels.json").write_text('{"images": [')
+def _labels_not_json(folder):
+    (folder / "labels.json").write_text('{"images": [')
 
 
-def _labels_wrong_shape(paths):
-    artifacts.write_json(paths.folder / "labels.json", {"images": [{"path": "x.png"}], "classes_sha256": ""})
+def _labels_wrong_shape(folder):
+    artifacts.write_json(folder / "labels.json", {"images": [{"path": "x.png"}], "classes_sha256": ""})
 
 
-def _edit_first_entry(paths, **changes):
-    record = artifacts.read_json(paths.folder / "labels.json")
+def _edit_first_entry(folder, **changes):
+    record = artifacts.read_json(folder / "labels.json")
     record["images"][0].update(changes)
-    artifacts.write_json(paths.folder / "labels.json", record)
+    artifacts.write_json(folder / "labels.json", record)
 
 
-def _label_not_an_index(paths):
-    _edit_first_entry(paths, label=1.5)
+def _label_not_an_index(folder):
+    _edit_first_entry(folder, label=1.5)
 
 
-def _label_out_of_range(paths):
-    _edit_first_entry(paths, label=2**70)
+def _label_out_of_range(folder):
+    _edit_first_entry(folder, label=2**70)
 
 
-def _file_outside_the_folder(paths):
-    _edit_first_entry(paths, file="../../elsewhere.png")
+def _file_outside_the_folder(folder):
+    _edit_first_entry(folder, file="../../elsewhere.png")
 
 
-def _labels_empty(paths):
-    for png in (paths.folder / "images").iterdir():
+def _labels_empty(folder):
+    for png in (folder / "images").iterdir():
         png.unlink()
-    artifacts.write_json(paths.folder / "labels.json", {"images": [], "classes_sha256": classes_sha256(CLASSES)})
+    artifacts.write_json(folder / "labels.json", {"images": [], "classes_sha256": classes_sha256(CLASSES)})
 
 
-def _labels_other_classes(paths):
-    record = artifacts.read_json(paths.folder / "labels.json")
-    artifacts.write_json(paths.folder / "labels.json", {**record, "classes_sha256": classes_sha256(["x", "y"])})
+def _labels_other_classes(folder):
+    record = artifacts.read_json(folder / "labels.json")
+    artifacts.write_json(folder / "labels.json", {**record, "classes_sha256": classes_sha256(["x", "y"])})
 
 
 @pytest.mark.parametrize(
@@ -251,10 +252,10 @@ def _labels_other_classes(paths):
     ],
 )
 def test_distilled_set_not_matching_is_named(tmp_path, damage, message):
-    paths = _distilled(tmp_path)
-    damage(paths)
+    folder = _distilled(tmp_path)
+    damage(folder)
     with pytest.raises(HelioError, match=re.escape(message)) as error:
-        load_distilled(paths, classes_sha256(CLASSES))
+        load_distilled(folder, classes_sha256(CLASSES))
     _one_line(error)
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helio_core.cli import app
+from helio_app.cli import app
+from helio_app.experiments import load_table, queue_commands
 from helio_core.errors import HelioError
-from helio_core.experiments import load_table, queue_commands
-from helio_core.params import ProjectorParams
-from helio_core.projector_fit import projector_loss
+from helio_core.params import load_params
+from helio_core.training.losses import projector_loss
 from tests.conftest import REPO
 
 PAPER = REPO / "experiments" / "paper.yaml"
@@ -53,5 +53,6 @@ def test_queue_dry_run_prints_one_dvc_command_per_row():
 
 def test_ce_loss_is_the_hard_labels_alone():
     logits, target, labels = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
-    loss = projector_loss(logits, target, labels, ProjectorParams(loss="ce", lambda_ce=0.3))
+    params = load_params(REPO / "params.yaml", ["projector.loss=ce", "projector.lambda_ce=0.3"]).projector
+    loss = projector_loss(logits, target, labels, params)
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels))

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from helio_core import artifacts
-from helio_core.data import classes_sha256, load_classes
-from helio_core.distilled import DistilledPaths, load_distilled
+from helio_core.data.distilled import image_name, load_distilled
+from helio_core.data.splits import classes_sha256, load_classes
 from helio_core.errors import HelioError
-from helio_core.projector import load_projector
+from helio_core.models.projector import load_projector
 from tests.conftest import write_tiny_clip_projector
 
 CLASSES = ["cat", "dog", "ant"]
@@ -36,7 +36,7 @@ def valid(tmp_path_factory):
     (root / "distilled" / "images").mkdir(parents=True)
     for label in range(3):
         image = torch.full((1, 4, 4), label, dtype=torch.uint8)
-        artifacts.write_png(root / "distilled" / DistilledPaths.image_name(label, 0), image)
+        artifacts.write_png(root / "distilled" / image_name(label, 0), image)
     (root / "distilled" / "labels.json").write_text(_valid_labels())
     artifacts.write_json(root / "classes.json", {"classes": CLASSES, "sha256": classes_sha256(CLASSES)})
     return root
@@ -69,7 +69,7 @@ def _read_projector(path):
 
 
 def _read_labels(path):
-    load_distilled(DistilledPaths(path.parent), classes_sha256(CLASSES))
+    load_distilled(path.parent, classes_sha256(CLASSES))
 
 
 def _read_classes(path):
@@ -112,7 +112,7 @@ def test_labels_json_reader_on_random_content(valid, data):
 
 
 def _valid_labels() -> str:
-    entries = [{"file": DistilledPaths.image_name(label, 0), "label": label} for label in range(3)]
+    entries = [{"file": image_name(label, 0), "label": label} for label in range(3)]
     return json.dumps({"images": entries, "classes_sha256": classes_sha256(CLASSES)})
 
 

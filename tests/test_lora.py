@@ -5,8 +5,8 @@ import torch
 import torchvision
 from torch import nn
 
-from helio_core import lora
 from helio_core.errors import HelioError
+from helio_core.models import lora
 
 
 def _encoder():

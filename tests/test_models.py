@@ -1,13 +1,18 @@
 import math
+import typing
 
 import pytest
 import torch
 from torch import nn
 
-from helio_core import models
+from helio_core.data.splits import ImageSet
 from helio_core.errors import HelioError
-from helio_core.params import StudentParams
-from helio_core.student import make_plan, new_student, train_student
+from helio_core.models import architectures as models
+from helio_core.models.checkpoints import load_checkpoint, save_checkpoint
+from helio_core.params import Arch, load_params
+from helio_core.runtime import CPU
+from helio_core.training.students import make_plan, new_student, train_student
+from tests.conftest import REPO
 
 
 def test_cifar_resnet18_has_cifar_stem_and_keeps_resolution():
@@ -40,8 +45,8 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     torch.manual_seed(0)
     model = models.create_model("resnet18", 4, 3, 16, [0.1, 0.2, 0.3], [0.5, 0.6, 0.7]).eval()
     spec = {"arch": "resnet18", "num_classes": 4, "in_channels": 3, "image_size": 16}
-    models.save_checkpoint(tmp_path / "m.safetensors", model, spec, {"epoch": 3})
-    loaded, metadata = models.load_checkpoint(tmp_path / "m.safetensors")
+    save_checkpoint(tmp_path / "m.safetensors", model, spec, {"epoch": 3})
+    loaded, metadata = load_checkpoint(tmp_path / "m.safetensors")
     x = torch.rand(3, 3, 16, 16)
     assert metadata["epoch"] == 3 and torch.equal(loaded(x), model(x))
 
@@ -68,11 +73,13 @@ def _last_stage_sizes(model: models.ImageClassifier, arch: str) -> list[int]:
 def test_student_arch_trains_a_step_on_28_px_grey_images(arch):
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 0])
-    model = new_student(arch, 3, images, [0.5], [0.25], seed=0)
+    model = new_student(arch, 3, images, [0.5], [0.25], seed=0, device=CPU.device)
     seen = _last_stage_sizes(model, arch)
-    params = StudentParams(epochs=1, batch_size=4, eval_every=1)
+    overrides = ["student.epochs=1", "student.batch_size=4", "student.eval_every=1"]
+    params = load_params(REPO / "params.yaml", overrides).student
     plan = make_plan(4, 28, params, [0.5, 1.0], seed=0)
-    curve = train_student(model, "hard", images, labels, plan, None, params, 3, lambda m: 0.0)
+    data = ImageSet(images, labels, ["a", "b", "c"])
+    curve = train_student(model, "hard", data, plan, None, params, lambda m: 0.0, CPU)
     assert seen == [LAST_STAGE[arch][2][28]] and math.isfinite(curve[0][1])
 
 
@@ -91,8 +98,8 @@ def test_student_arch_checkpoint_round_trip(tmp_path, arch):
     torch.manual_seed(0)
     model = models.create_model(arch, 5, 1, 28, [0.3], [0.2]).eval()
     spec = {"arch": arch, "num_classes": 5, "in_channels": 1, "image_size": 28}
-    models.save_checkpoint(tmp_path / "m.safetensors", model, spec, {})
-    loaded, _ = models.load_checkpoint(tmp_path / "m.safetensors")
+    save_checkpoint(tmp_path / "m.safetensors", model, spec, {})
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
 
@@ -117,3 +124,8 @@ def test_batch_statistics_normalises_each_batch_by_its_own_statistics_and_change
     assert not torch.allclose(model(torch.cat([batch[:3], torch.zeros(3, 1, 28, 28)]))[:3], in_batch[:3], atol=1e-3)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms and all(m.running_mean is None and not m.track_running_stats for m in norms)
+
+
+def test_params_name_exactly_the_registered_architectures():
+    """params.py lists the architectures without importing torchvision; the registry is what builds them."""
+    assert sorted(typing.get_args(Arch)) == models.list_models()

@@ -110,7 +110,7 @@ def test_projector_and_images_travel_through_a_dvc_remote(project_copy, tmp_path
     images = sorted(str(p.relative_to(root)) for p in (root / "artifacts/distilled/images").glob("*.png"))
 
     def labels(where: Path) -> dict:
-        _run(where, sys.executable, "-m", "helio_core.cli", "label", "artifacts/projector/projector.safetensors",
+        _run(where, sys.executable, "-m", "helio_app", "label", "artifacts/projector/projector.safetensors",
              *images, "--images-dir", "artifacts/distilled", "--output", "labels.json")  # fmt: skip
         return json.loads((where / "labels.json").read_text())
 

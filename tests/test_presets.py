@@ -1,7 +1,6 @@
 """Every preset is a complete, valid params file, and each paper preset's `prepare` runs on a tiny stand-in of
 its data source (an ImageFolder tree, CIFAR python batches) with small caps."""
 
-import dataclasses
 import pickle
 
 import numpy as np
@@ -9,11 +8,14 @@ import open_clip
 import pytest
 import yaml
 from PIL import Image
+from pydantic import BaseModel
 from torch import nn
 
-from helio_core.data import DataPaths, load_classes, load_split, run_prepare
-from helio_core.lora import adaptable_layers
+from helio_core.data.splits import load_classes, load_split
+from helio_core.models.lora import adaptable_layers
 from helio_core.params import Params, load_params
+from helio_core.workspace import Workspace
+from stages import prepare
 from tests.conftest import REPO
 
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
@@ -29,19 +31,63 @@ def test_the_paper_presets_are_there():
     assert {path.stem for path in PRESETS} >= {*IMAGEFOLDER_PRESETS, *CIFAR_PRESETS, "quick"}
 
 
-@pytest.mark.parametrize("name", [*IMAGEFOLDER_PRESETS, *CIFAR_PRESETS])
-def test_paper_preset_sets_every_key(name):
-    """Complete files: no knob silently falls back to a default tuned for Fashion-MNIST on 2 cores (every preset
-    also validates: test_params.py)."""
-    raw = yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text())
-    defaults = Params()
-    assert set(raw) == {field.name for field in dataclasses.fields(defaults)}
-    for section, value in raw.items():
-        if isinstance(value, dict):
-            keys = {field.name for field in dataclasses.fields(getattr(defaults, section))}
-            if name not in IMAGEFOLDER_PRESETS:
-                keys -= {"class_names"}  # data.name=imagefolder only
-            assert set(value) == keys - {"synthetic_classes", "synthetic_channels"}, section  # data.name=synthetic only
+# the keys in which the quick preset may differ from params.yaml: the data source and what makes the run small
+# and fast (sizes, counts, epochs, batches, the short trajectory's learning rate and teacher window). Everything
+# else is the shipped method, which the end-to-end, rerun and distributed tests must exercise.
+QUICK_SIZE_KEYS = {
+    "data": {"name", "size", "train_per_class", "test_per_class", "val_images", "synthetic_classes"},
+    "teachers": {"epochs", "epoch_images", "keep", "batch_size", "lr", "eval_images"},
+    "select": {"ipc", "factor", "candidates", "crops", "batch_size"},
+    "projector": {"resolution", "teachers", "train_images", "val_images", "test_images", "epochs", "batch_size"},
+    "lora": {"rank", "head_rank"},
+    "refine": {"steps", "batch_size"},
+    "student": {"seeds", "epochs", "batch_size", "eval_every", "curve_images"},
+    "continual": {"steps"},
+    "cross_arch": {"archs", "seeds", "lr"},
+}
+
+
+def _sections(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """`model` and every section model inside it."""
+    inner = [field.annotation for field in model.model_fields.values()]
+    return [
+        model,
+        *[m for kind in inner if isinstance(kind, type) and issubclass(kind, BaseModel) for m in _sections(kind)],
+    ]
+
+
+def test_no_params_model_has_a_default_in_code():
+    """params.yaml (or a complete preset) is the only source of values: a default in code could disagree with it."""
+    defaults = [f"{model.__name__}.{name}" for model in _sections(Params) for name, field in model.model_fields.items()
+                if not field.is_required()]  # fmt: skip
+    assert defaults == []
+
+
+def _keys(raw: dict, prefix: str = "") -> set[str]:
+    """Every dotted key of a params mapping (cross_arch.lr is one key: a mapping of values, not a section)."""
+    keys = set()
+    for name, value in raw.items():
+        section = isinstance(value, dict) and name != "lr"
+        keys |= _keys(value, f"{prefix}{name}.") if section else {f"{prefix}{name}"}
+    return keys
+
+
+@pytest.mark.parametrize("path", [REPO / "params.yaml", *PRESETS], ids=lambda path: path.name)
+def test_every_params_file_sets_every_key_and_validates(path):
+    raw = yaml.safe_load(path.read_text())
+    assert _keys(raw) == _keys(load_params(REPO / "params.yaml").model_dump())
+    load_params(path)
+
+
+def test_quick_preset_is_the_shipped_method_made_small():
+    quick, shipped = yaml.safe_load((REPO / "presets" / "quick.yaml").read_text()), load_params(REPO / "params.yaml")
+    differing = {
+        f"{section}.{key}"
+        for section, values in shipped.model_dump().items() if isinstance(values, dict)
+        for key, value in values.items() if quick[section][key] != value and key not in QUICK_SIZE_KEYS.get(section, ())
+    }  # fmt: skip
+    assert differing == set(), "presets/quick.yaml departs from params.yaml's method"
+    assert quick["seed"] == shipped.seed and quick["runtime"] == shipped.runtime.model_dump()
 
 
 def test_paper_presets_adapt_exactly_the_convolutions_of_clip_rn50():
@@ -70,12 +116,12 @@ def _imagefolder(root, classes=("goldfish", "tench")):
 def test_imagefolder_preset_prepares_a_tiny_image_folder(tmp_path, name):
     root = _imagefolder(tmp_path / "images")
     params = load_params(REPO / "presets" / f"{name}.yaml", [f"data.root={root}", *SMALL])
-    paths = DataPaths(tmp_path / "data")
-    summary = run_prepare(params, paths)
+    workspace = Workspace(tmp_path)
+    summary = prepare.run(params, workspace)
     assert summary["classes"] == 2 and (summary["train"], summary["val"], summary["test"]) == (4, 2, 4)
     assert tuple(summary["shape"]) == (3, 224, 224)
-    classes, class_hash = load_classes(paths.classes)
-    test, _ = load_split(paths.test, class_hash)
+    classes, _ = load_classes(workspace.classes)
+    test, _ = load_split(workspace.split("test"), classes)
     assert classes == ["goldfish", "tench"] and test.labels.tolist() == [0, 0, 1, 1]
 
 
@@ -95,8 +141,8 @@ def _cifar_batches(root, files, meta_file, names_key, labels_key, classes):
 def test_cifar_preset_prepares_tiny_python_batches(tmp_path, name):
     root = _cifar_batches(tmp_path / name, *CIFAR_PRESETS[name], ["apple", "bee", "cloud"])
     params = load_params(REPO / "presets" / f"{name}.yaml", [f"data.root={root}", *SMALL])
-    paths = DataPaths(tmp_path / "data")
-    summary = run_prepare(params, paths)
+    workspace = Workspace(tmp_path)
+    summary = prepare.run(params, workspace)
     assert summary["classes"] == 3 and (summary["train"], summary["val"], summary["test"]) == (7, 2, 6)
     assert tuple(summary["shape"]) == (3, 32, 32)
-    assert load_classes(paths.classes)[0] == ["apple", "bee", "cloud"]
+    assert load_classes(workspace.classes)[0] == ["apple", "bee", "cloud"]

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helio_core import artifacts, lora
-from helio_core.backbones import create_backbone
+from helio_core import artifacts
 from helio_core.errors import HelioError
-from helio_core.projector import ProjectorSpec, build_projector, images_sha256, load_projector, save_projector
+from helio_core.models import lora
+from helio_core.models.backbones import create_backbone
+from helio_core.models.projector import ProjectorSpec, build_projector, images_sha256, load_projector, save_projector
 from tests.conftest import REPO
 
 CLASSES = ["cat", "dog", "ant"]
@@ -37,7 +38,7 @@ def _images(n=6, channels=1, size=28):
 
 
 def test_untrained_projector_is_open_clips_zero_shot_classifier(checkpoint):
-    projector = build_projector(_spec(checkpoint), CLASSES, logit_scale=100.0).eval()
+    projector = build_projector(_spec(checkpoint), CLASSES, logit_scale=100.0, seed=0).eval()
     model = open_clip.create_model("tiny-rn-clip", pretrained=str(checkpoint)).eval()
     tokenizer = open_clip.get_tokenizer("tiny-rn-clip")
     classifier = open_clip.build_zero_shot_classifier(model, tokenizer, CLASSES, open_clip.OPENAI_IMAGENET_TEMPLATES)
@@ -61,7 +62,9 @@ def _train_a_little(projector):
     ("head_init", "head_rank", "form"), [("text", 4, "dense"), ("text", 1, "lora"), ("random", 2, "merged")]
 )
 def test_save_load_round_trip_is_bit_exact_in_fp32(checkpoint, tmp_path, head_init, head_rank, form):
-    projector = build_projector(_spec(checkpoint, head_init, head_rank=head_rank), CLASSES).eval()
+    projector = build_projector(
+        _spec(checkpoint, head_init, head_rank=head_rank), CLASSES, logit_scale=10.0, seed=0
+    ).eval()
     _train_a_little(projector)
     path = tmp_path / "p.safetensors"
     save_projector(path, projector, CLASSES, artifacts.sha256_json(CLASSES), {}, "fp32")
@@ -73,7 +76,7 @@ def test_save_load_round_trip_is_bit_exact_in_fp32(checkpoint, tmp_path, head_in
 
 
 def test_fp16_file_reloads_to_the_same_file(checkpoint, tmp_path):
-    projector = build_projector(_spec(checkpoint), CLASSES).eval()
+    projector = build_projector(_spec(checkpoint), CLASSES, logit_scale=10.0, seed=0).eval()
     _train_a_little(projector)
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_projector(first, projector, CLASSES, artifacts.sha256_json(CLASSES), {}, "fp16")
@@ -87,7 +90,7 @@ def test_fp16_file_reloads_to_the_same_file(checkpoint, tmp_path):
 
 def test_head_lora_is_stored_as_factors_when_they_are_smaller(checkpoint, tmp_path):
     many = [f"class {i}" for i in range(40)]  # 40 x 32 dense > 2 * (40 + 32) factors
-    projector = build_projector(_spec(checkpoint, head_rank=2), many).eval()
+    projector = build_projector(_spec(checkpoint, head_rank=2), many, logit_scale=10.0, seed=0).eval()
     _train_a_little(projector)
     path = tmp_path / "p.safetensors"
     save_projector(path, projector, many, artifacts.sha256_json(many), {}, "fp32")
@@ -99,7 +102,7 @@ def test_head_lora_is_stored_as_factors_when_they_are_smaller(checkpoint, tmp_pa
 
 
 def test_loading_checks_class_list_backbone_weights_and_format(checkpoint, tmp_path):
-    projector = build_projector(_spec(checkpoint), CLASSES)
+    projector = build_projector(_spec(checkpoint), CLASSES, logit_scale=10.0, seed=0)
     path = tmp_path / "p.safetensors"
     save_projector(path, projector, CLASSES, artifacts.sha256_json(CLASSES), {}, "fp16")
     with pytest.raises(HelioError, match="made for another class list"):
@@ -121,7 +124,9 @@ def test_loading_checks_class_list_backbone_weights_and_format(checkpoint, tmp_p
 
 def test_prototype_head_is_recomputed_from_the_images_on_load(checkpoint, tmp_path):
     images, labels = _images(), torch.tensor([0, 1, 2, 0, 1, 2])
-    projector = build_projector(_spec(checkpoint, "prototypes"), CLASSES, images, labels).eval()
+    projector = build_projector(
+        _spec(checkpoint, "prototypes"), CLASSES, images, labels, logit_scale=10.0, seed=0
+    ).eval()
     _train_a_little(projector)
     path = tmp_path / "p.safetensors"
     extra = {"prototype_images_sha256": images_sha256(images)}
@@ -139,7 +144,12 @@ def test_prototype_head_is_recomputed_from_the_images_on_load(checkpoint, tmp_pa
 
 def test_text_head_needs_a_text_tower():
     with pytest.raises(HelioError, match="head_init=text needs a backbone with a text tower"):
-        build_projector(ProjectorSpec("torchvision:resnet18", 32, "final", "text", 2, 2.0, "all", 0), CLASSES)
+        build_projector(
+            ProjectorSpec("torchvision:resnet18", 32, "final", "text", 2, 2.0, "all", 0),
+            CLASSES,
+            logit_scale=10.0,
+            seed=0,
+        )
 
 
 def test_rn50_conv_lora_count_matches_the_formula():
@@ -156,7 +166,7 @@ def test_rn50_conv_lora_count_matches_the_formula():
 def test_rn50_projector_file_is_under_3_mb(tmp_path):
     classes = [f"class {i}" for i in range(10)]
     spec = ProjectorSpec("open_clip:RN50", None, "final", "random", 8, 8.0, "all", 16)
-    projector = build_projector(spec, classes)
+    projector = build_projector(spec, classes, logit_scale=10.0, seed=0)
     size = save_projector(tmp_path / "rn50.safetensors", projector, classes, artifacts.sha256_json(classes), {}, "fp16")
     _, metadata = artifacts.load_tensors(tmp_path / "rn50.safetensors")
     # 639,704 conv + 122,880 attention-pool linear LoRA numbers, the stored 10 x 1024 head, the scale

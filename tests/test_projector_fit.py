@@ -6,25 +6,15 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from helio_core import Projector, artifacts
-from helio_core.cli import app
-from helio_core.data import DataPaths, run_prepare
-from helio_core.distilled import DistilledPaths
+from helio_app.cli import app
+from helio_core import artifacts
 from helio_core.errors import HelioError
-from helio_core.params import ProjectorParams, load_params
-from helio_core.projector import ProjectorSpec, build_projector
-from helio_core.projector_fit import (
-    PrefixFed,
-    ProjectorPaths,
-    cached_prefix_inputs,
-    combine_teachers,
-    mean_teacher_logits,
-    pixel_inputs,
-    projector_loss,
-    run_fit_projector,
-)
-from helio_core.selection import run_select_patches
-from helio_core.teachers import TeacherPaths, run_train_teachers
+from helio_core.methods.projector_fit import PrefixFed, cached_prefix_inputs, pixel_inputs, teachers_target
+from helio_core.models.projector import Projector, ProjectorSpec, build_projector
+from helio_core.params import load_params
+from helio_core.training.losses import combine_teachers, projector_loss
+from helio_core.workspace import Workspace
+from stages import fit_projector, prepare, select_patches, train_teachers
 from tests.conftest import REPO
 
 
@@ -41,7 +31,7 @@ def test_eq5_loss_is_mse_plus_lambda_ce_and_kl_is_temperature_scaled():
     torch.testing.assert_close(projector_loss(logits, target, labels, kl.projector), expected_kl)
 
 
-def test_mean_teacher_logits_average_and_mirror():
+def test_teachers_target_averages_and_mirrors():
     class Column(torch.nn.Module):
         def __init__(self, scale):
             super().__init__()
@@ -53,38 +43,40 @@ def test_mean_teacher_logits_average_and_mirror():
     images = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
     images[..., 0] = 255
     teachers = [Column(1.0), Column(3.0)]
-    params = ProjectorParams()
-    assert mean_teacher_logits(teachers, images, params).tolist() == [[2.0, 1.0]]
-    assert mean_teacher_logits(teachers, images, params, mirrored=True).tolist() == [[0.0, 1.0]]
+    params = load_params(REPO / "params.yaml", ["projector.target=mean_logits"]).projector
+    assert teachers_target(teachers, images, params).tolist() == [[2.0, 1.0]]
+    assert teachers_target(teachers, images, params, mirrored=True).tolist() == [[0.0, 1.0]]
 
 
 def test_mean_probs_target_is_the_ensembles_averaged_distribution():
     logits = [torch.tensor([[4.0, 0.0, -2.0]]), torch.tensor([[-1.0, 3.0, 0.5]])]
-    params = ProjectorParams(target="mean_probs", temperature=2.0)
-    target = combine_teachers(logits, params)
+    target = combine_teachers(logits, "mean_probs", 2.0)
     expected = (F.softmax(logits[0] / 2, -1) + F.softmax(logits[1] / 2, -1)) / 2
     torch.testing.assert_close(F.softmax(target / 2, -1), expected)
-    torch.testing.assert_close(combine_teachers(logits, ProjectorParams()), (logits[0] + logits[1]) / 2)
+    torch.testing.assert_close(combine_teachers(logits, "mean_logits", 2.0), (logits[0] + logits[1]) / 2)
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """The quick pipeline up to the projector, once for this module, in its own folder."""
-    root = tmp_path_factory.mktemp("fitted")
+    workspace = Workspace(tmp_path_factory.mktemp("fitted"))
     params = load_params(REPO / "presets" / "quick.yaml")
-    data = DataPaths(root / "data")
-    teachers = TeacherPaths(root / "teachers", root / "teachers.json")
-    distilled = DistilledPaths(root / "distilled", root / "grid.png")
-    projector = ProjectorPaths(root / "projector" / "projector.safetensors", root / "projector.json")
-    run_prepare(params, data)
-    run_train_teachers(params, teachers, data)
-    run_select_patches(params, distilled, teachers, data)
-    return params, run_fit_projector(params, projector, distilled, teachers, data), projector, distilled
+    for stage in (prepare, train_teachers, select_patches):
+        stage.run(params, workspace)
+    return params, fit_projector.run(params, workspace), workspace
+
+
+def _inputs_of(fitted: Workspace, root) -> Workspace:
+    """A fresh workspace holding the fitted one's data, teachers and distilled images: where a variant fits."""
+    workspace = Workspace(root)
+    for name in ("data", "teachers", "distilled"):
+        shutil.copytree(fitted.root / "artifacts" / name, root / "artifacts" / name)
+    return workspace
 
 
 def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted, workdir):
-    params, metrics, paths, distilled = fitted
-    file = paths.file
+    params, metrics, workspace = fitted
+    file, distilled = workspace.projector, workspace.distilled
     assert metrics["projector_bytes"] == file.stat().st_size < 3_000_000
     assert metrics["teacher_to_projector_ratio"] >= 10
     assert set(metrics["after_lora"]) == {"acc", "teacher_acc", "agreement", "mse"}
@@ -93,12 +85,12 @@ def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted, wo
     assert metadata["teacher_epochs"] == [1, 2, 3, 4] and metadata["spec"]["head_init"] == "prototypes"
     assert metadata["provenance"]["params"]["lora"]["rank"] == 2
 
-    projector = Projector.load(file, images_dir=distilled.folder)
-    image_file = str(distilled.folder / "images" / "1_0.png")
+    projector = Projector.load(file, images_dir=distilled)
+    image_file = str(distilled / "images" / "1_0.png")
     with torch.inference_mode():
         expected = projector(artifacts.read_png(image_file)[None].float() / 255)[0]
     result = CliRunner().invoke(
-        app, ["label", str(file), image_file, "--images-dir", str(distilled.folder), "-o", "labels.json"]
+        app, ["label", str(file), image_file, "--images-dir", str(distilled), "-o", "labels.json"]
     )
     assert result.exit_code == 0, result.output
     written = json.loads(open("labels.json").read())["labels"][0]["logits"]
@@ -107,7 +99,7 @@ def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted, wo
 
 def test_prototype_projector_without_its_images_is_refused(fitted):
     with pytest.raises(HelioError, match="head_init=prototypes needs the distilled images"):
-        Projector.load(fitted[2].file)
+        Projector.load(fitted[2].projector)
 
 
 def test_unkept_teacher_epoch_is_refused():
@@ -116,15 +108,8 @@ def test_unkept_teacher_epoch_is_refused():
 
 
 def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
-    params, _, projector, distilled = fitted
-    root = projector.file.parents[1]
-    for source, target in (
-        ("data", "data"),
-        ("teachers", "teachers"),
-        ("distilled", "distilled"),
-        ("projector", "projector"),
-    ):
-        shutil.copytree(root / source, workdir / "artifacts" / target)
+    _inputs_of(fitted[2], workdir)
+    shutil.copytree(fitted[2].projector.parent, workdir / "artifacts" / "projector")
     quick = str(REPO / "presets" / "quick.yaml")
     refined = CliRunner().invoke(app, ["refine-images", "-p", quick])
     assert refined.exit_code == 0, refined.output
@@ -151,7 +136,7 @@ LATE_TARGETS = ["blocks.4.*", "blocks.5.*"]
 def _efficientnet_projector(targets):
     spec = ProjectorSpec("efficientnet_lite0", 32, "multi", "random", 2, 2.0, targets, 0)
     torch.manual_seed(0)
-    return build_projector(spec, ["a", "b", "c"])
+    return build_projector(spec, ["a", "b", "c"], logit_scale=10.0, seed=0)
 
 
 @pytest.mark.parametrize(("targets", "blocks"), [("all", 0), (LATE_TARGETS, 4), (["blocks.5.*"], 5)])
@@ -176,16 +161,12 @@ def test_cached_prefix_inputs_hold_each_view_of_each_image():
 
 def test_fit_with_the_cached_prefix_follows_the_uncached_fit(fitted, tmp_path):
     """The cache changes what is computed, not the loss: the same seed gives the same training curve."""
-    params, _, _, distilled = fitted
-    root = distilled.folder.parent
-    data, teachers = DataPaths(root / "data"), TeacherPaths(root / "teachers", root / "teachers.json")
     histories = {}
     for cache in (True, False):
         overrides = ["projector.views=plain", f"projector.cache_prefix={str(cache).lower()}",
                      'lora.targets=["blocks.4.*","blocks.5.*"]']  # fmt: skip
         variant = load_params(REPO / "presets" / "quick.yaml", overrides)
-        paths = ProjectorPaths(tmp_path / f"{cache}" / "projector.safetensors", tmp_path / f"{cache}.json")
-        metrics = run_fit_projector(variant, paths, distilled, teachers, data)
+        metrics = fit_projector.run(variant, _inputs_of(fitted[2], tmp_path / f"{cache}"))
         assert metrics["cached_prefix_blocks"] == (4 if cache else 0)
         histories[cache] = [epoch["val_loss"] for epoch in metrics["history"]]
     assert histories[True] == pytest.approx(histories[False], rel=1e-3)
@@ -193,12 +174,10 @@ def test_fit_with_the_cached_prefix_follows_the_uncached_fit(fitted, tmp_path):
 
 def test_weak_teachers_in_batch_statistics_change_the_target_and_are_recorded(fitted, tmp_path):
     """teacher_acc is the accuracy of the teachers' combined target on the test images, whatever the fit."""
-    params, metrics, _, distilled = fitted
-    root = distilled.folder.parent
-    data, teachers = DataPaths(root / "data"), TeacherPaths(root / "teachers", root / "teachers.json")
+    params, metrics, _ = fitted
     variant = load_params(REPO / "presets" / "quick.yaml", ["projector.teacher_batchnorm=batch", "projector.epochs=1"])
-    paths = ProjectorPaths(tmp_path / "projector.safetensors", tmp_path / "projector.json")
-    batch = run_fit_projector(variant, paths, distilled, teachers, data)
+    workspace = _inputs_of(fitted[2], tmp_path)
+    batch = fit_projector.run(variant, workspace)
     assert batch["after_lora"]["teacher_acc"] != metrics["after_lora"]["teacher_acc"]
-    _, metadata = artifacts.load_tensors(paths.file)
+    _, metadata = artifacts.load_tensors(workspace.projector)
     assert metadata["provenance"]["params"]["projector"]["teacher_batchnorm"] == "batch"

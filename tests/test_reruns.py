@@ -12,13 +12,11 @@ import pytest
 import yaml
 
 from helio_core import artifacts
-from helio_core.data import DataPaths, run_prepare
-from helio_core.distilled import DistilledPaths, load_distilled
+from helio_core.data.distilled import load_distilled
+from helio_core.models.projector import load_projector
 from helio_core.params import load_params
-from helio_core.projector import load_projector
-from helio_core.projector_fit import ProjectorPaths, run_fit_projector
-from helio_core.selection import run_select_patches
-from helio_core.teachers import TeacherPaths, run_train_teachers
+from helio_core.workspace import Workspace
+from stages import fit_projector, prepare, select_patches, train_teachers
 from tests.conftest import REPO
 
 # the quick preset, shortened where it does not change what is tested: one teacher epoch, one projector epoch
@@ -29,14 +27,8 @@ OVERRIDES = [f"{section}.{key}={value}" for section, values in SHORTER.items() f
 def _run_pipeline(root):
     """prepare, train_teachers, select_patches and fit_projector into `root`, laid out as a DVC checkout."""
     params = load_params(REPO / "presets" / "quick.yaml", OVERRIDES)
-    data = DataPaths(root / "artifacts/data")
-    teachers = TeacherPaths(root / "artifacts/teachers", root / "metrics/teachers.json")
-    distilled = DistilledPaths(root / "artifacts/distilled", root / "plots/distilled_grid.png")
-    projector = ProjectorPaths(root / "artifacts/projector/projector.safetensors", root / "metrics/projector.json")
-    run_prepare(params, data)
-    run_train_teachers(params, teachers, data)
-    run_select_patches(params, distilled, teachers, data)
-    run_fit_projector(params, projector, distilled, teachers, data)
+    for stage in (prepare, train_teachers, select_patches, fit_projector):
+        stage.run(params, Workspace(root))
     return root
 
 
@@ -63,9 +55,9 @@ def test_same_params_and_seed_on_cpu_give_byte_identical_artifacts(first_run, tm
 
 
 STALL_IN_WRITE = """
-import pathlib, time
+import pathlib, sys, time
 import helio_core.artifacts as artifacts
-from stages.fit_projector import main
+from helio_app.cli import main
 
 write = artifacts.save_file
 
@@ -77,6 +69,7 @@ def half_then_stall(tensors, path, metadata):
     time.sleep(600)
 
 artifacts.save_file = half_then_stall
+sys.argv = ["helio", "fit-projector"]
 main()
 """
 
@@ -121,7 +114,7 @@ def test_stage_killed_mid_write_keeps_previous_outputs_and_dvc_repro_recovers(fi
     assert _files(root) == before  # the rerun rewrote the same bytes
     assert "up to date" in _dvc(root, env, "status", "fit_projector")
     class_hash = artifacts.read_json(root / "artifacts/data/classes.json")["sha256"]
-    images = load_distilled(DistilledPaths(root / "artifacts/distilled"), class_hash)
+    images = load_distilled(root / "artifacts/distilled", class_hash)
     load_projector(root / "artifacts/projector/projector.safetensors", *images, class_hash)
 
 

@@ -2,12 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from helio_core.data import run_prepare
-from helio_core.distilled import DistilledPaths
 from helio_core.errors import HelioError
+from helio_core.methods.selection import distill_class, select_lowest_ce, tile
 from helio_core.params import load_params
-from helio_core.selection import distill_class, run_select_patches, select_lowest_ce, tile
-from helio_core.teachers import run_train_teachers
+from helio_core.workspace import Workspace
+from stages import prepare, select_patches, train_teachers
 from tests.conftest import REPO
 
 
@@ -73,11 +72,14 @@ def test_tile_follows_rdeds_order():
 
 
 def test_ipc_larger_than_a_class_fails_cleanly(workdir, quick_params):
-    run_prepare(quick_params)
-    run_train_teachers(load_params(REPO / "presets" / "quick.yaml", ["teachers.epochs=1", "teachers.keep=[1]"]))
+    workspace = Workspace()
+    prepare.run(quick_params, workspace)
+    train_teachers.run(
+        load_params(REPO / "presets" / "quick.yaml", ["teachers.epochs=1", "teachers.keep=[1]"]), workspace
+    )
     too_many = load_params(REPO / "presets" / "quick.yaml", ["select.ipc=20", "select.candidates=100"])
     with pytest.raises(
         HelioError, match=r"select.ipc=20 needs 80 images of class 'class_0'; .*train.safetensors holds \d+"
     ):
-        run_select_patches(too_many)
-    assert not DistilledPaths().folder.exists() and not DistilledPaths().grid.exists()
+        select_patches.run(too_many, workspace)
+    assert not workspace.distilled.exists() and not workspace.distilled_grid.exists()

@@ -1,8 +1,10 @@
 import torch
 
-from helio_core import models
-from helio_core.data import run_prepare
-from helio_core.teachers import ShuffledStream, TeacherPaths, lr_factor, run_train_teachers
+from helio_core.models.checkpoints import load_checkpoint
+from helio_core.training.engine import lr_factor
+from helio_core.training.teachers import ShuffledStream
+from helio_core.workspace import Workspace
+from stages import prepare, train_teachers
 
 
 def test_stream_serves_each_index_once_per_pass():
@@ -19,14 +21,14 @@ def test_lr_warms_up_then_decays_to_zero():
 
 
 def test_trajectory_keeps_listed_epochs_and_learns(workdir, quick_params):
-    run_prepare(quick_params)
-    metrics = run_train_teachers(quick_params)
-    paths = TeacherPaths()
-    assert sorted(p.name for p in paths.folder.iterdir()) == [f"epoch_00{e}.safetensors" for e in (1, 2, 3, 4)]
+    workspace = Workspace()
+    prepare.run(quick_params, workspace)
+    metrics = train_teachers.run(quick_params, workspace)
+    assert sorted(p.name for p in workspace.teachers.iterdir()) == [f"epoch_00{e}.safetensors" for e in (1, 2, 3, 4)]
     assert set(metrics["val_acc"]) == {"1", "2", "3", "4"} and metrics["last_epoch"] == 4
     assert metrics["val_images"] == 32  # the quick preset's validation split, not the test split
     assert metrics["last_test_acc_full"] > 0.5  # 4 classes: chance is 0.25
-    teacher, metadata = models.load_checkpoint(paths.checkpoint(2))
+    teacher, metadata = load_checkpoint(workspace.teacher(2))
     assert metadata["epoch"] == 2 and metadata["provenance"]["inputs"]["train"]
-    first, _ = models.load_checkpoint(paths.checkpoint(1))
+    first, _ = load_checkpoint(workspace.teacher(1))
     assert not torch.equal(first.net.fc.weight, teacher.net.fc.weight)

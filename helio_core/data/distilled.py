@@ -1,9 +1,13 @@
-"""The distilled set on disk: lossless PNGs plus labels.json, written by `select_patches`."""
+"""A distilled set on disk: lossless PNGs in images/ plus labels.json (their files, labels and class list).
+
+`select_patches` writes one, `refine_images` writes its refined copy in the same layout; students, the
+projector's prototype head and `helio label` read them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,17 +17,22 @@ from helio_core import artifacts
 from helio_core.errors import HelioError
 
 
-@dataclass(frozen=True)
-class DistilledPaths:
-    folder: Path = Path("artifacts/distilled")
-    grid: Path = Path("plots/distilled_grid.png")
-
-    @staticmethod
-    def image_name(label: int, index: int) -> str:
-        return f"images/{label}_{index}.png"
+def image_name(label: int, index: int) -> str:
+    """The labels.json entry of image `index` of class `label`: a path inside the set's folder."""
+    return f"images/{label}_{index}.png"
 
 
-REFINED = DistilledPaths(Path("artifacts/refined"), Path("plots/refined_grid.png"))  # same layout, after Eq. 7
+def write_distilled(target: Path, images: torch.Tensor, record: dict[str, Any]) -> None:
+    """The set's folder, written atomically: each uint8 image as the PNG its labels.json entry names."""
+    with artifacts.atomic_path(target) as folder:
+        (folder / "images").mkdir(parents=True)
+        for entry, image in zip(record["images"], images, strict=True):
+            artifacts.write_png(folder / entry["file"], image)
+        artifacts.write_json(folder / "labels.json", record)
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    return artifacts.read_json(folder / "labels.json")
 
 
 def _image_file(folder: Path, name: str) -> Path:
@@ -41,21 +50,21 @@ def _label(value: object) -> int:
     return value
 
 
-def load_distilled(paths: DistilledPaths, expected_classes_sha256: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_distilled(folder: Path, expected_classes_sha256: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The distilled images (uint8, in labels.json order) and their labels, checked against the class list."""
-    labels_file = paths.folder / "labels.json"
+    labels_file = folder / "labels.json"
     record = artifacts.read_json(labels_file)
     try:
         entries, class_hash = record["images"], record["classes_sha256"]
-        files, labels = [_image_file(paths.folder, e["file"]) for e in entries], [_label(e["label"]) for e in entries]
+        files, labels = [_image_file(folder, e["file"]) for e in entries], [_label(e["label"]) for e in entries]
     except (KeyError, TypeError, ValueError):
         expected = "'images' entries with 'file' (inside its folder) and 'label' (a class index), and 'classes_sha256'"
         raise HelioError(f"{labels_file}: expected {expected}") from None
     if class_hash != expected_classes_sha256:
         raise HelioError(f"{labels_file}: distilled images made for another class list")
-    present = len(list((paths.folder / "images").glob("*.png")))
+    present = len(list((folder / "images").glob("*.png")))
     if present != len(files):
-        raise HelioError(f"{labels_file}: lists {len(files)} images but {paths.folder / 'images'} holds {present} PNGs")
+        raise HelioError(f"{labels_file}: lists {len(files)} images but {folder / 'images'} holds {present} PNGs")
     if not files:
         raise HelioError(f"{labels_file}: lists no images")
     images = [artifacts.read_png(file) for file in files]

@@ -12,6 +12,9 @@ import logging
 import math
 from pathlib import Path
 
+from helio_core import artifacts
+from helio_core.params import StudentParams
+
 INDEX_LIMIT_INT16 = 32767
 HALF = 2  # bytes per fp16 label value or int16 record value
 
@@ -41,7 +44,7 @@ def clip_rn50_projector_bytes(classes: int, rank: int, head_rank: int) -> int:
     """fp16 LoRA tensors of an open_clip RN50 projector with a text-initialised head (the paper's setup)."""
     import open_clip
 
-    from helio_core.lora import adaptable_layers, lora_parameter_count
+    from helio_core.models.lora import adaptable_layers, lora_parameter_count
 
     logging.disable(logging.WARNING)  # open_clip warns that an unweighted model is random: only shapes count here
     try:
@@ -68,3 +71,30 @@ def imagenet_projection(epochs: int = 300, ipcs: tuple[int, ...] = (1, 10, 50), 
             "projector_bytes": projector,
         }
     return {"classes": classes, "epochs": epochs, "batch_size": batch_size, **rows}
+
+
+def write_storage(
+    path: Path, extra: dict[str, int], images: int, config: StudentParams, classes: int, images_bytes: int
+) -> dict:
+    """Measured bytes of every deliverable here, the stored-label formula checked against the measured
+    file, and the same accounting projected to ImageNet-1K."""
+    formula = stored_label_bytes(images, config.epochs, classes, config.batch_size)
+    report = {
+        "measured": {
+            "projector_bytes": extra["projector"],
+            "teacher_checkpoint_bytes": extra["teacher"],
+            "stored_labels_bytes": extra["stored"],
+            "images_png_bytes": images_bytes,
+            "images": images,
+        },
+        "stored_labels_formula": {
+            "images": images,
+            "epochs": config.epochs,
+            "classes": classes,
+            "labels_bytes": formula["labels"],
+            "records_bytes": formula["records"],
+        },
+        "imagenet_1k": imagenet_projection(epochs=300),
+    }
+    artifacts.write_json(path, report)
+    return report

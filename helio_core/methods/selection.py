@@ -1,4 +1,4 @@
-"""Stage `select_patches`: RDED patch selection (paper Eq. 6) and tiling into distilled images.
+"""RDED patch selection (paper Eq. 6) and tiling into distilled images.
 
 For each class: `candidates` random train images, `crops` random square crops of each (size //
 factor), each crop scored by the observer teacher's cross-entropy on it (resized to full size); each
@@ -8,22 +8,17 @@ image i taking crops i, i + ipc, i + 2 ipc, ... in row-major order.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torchvision.transforms import RandomResizedCrop
 
-from helio_core import artifacts, models
-from helio_core.data import DataPaths, load_classes, load_split
-from helio_core.distilled import DistilledPaths, save_grid
-from helio_core.errors import HelioError
-from helio_core.params import Params, SelectParams, as_dict
-from helio_core.progress import progress_bar
-from helio_core.runtime import CPU, Runtime, model_device
-from helio_core.teachers import TeacherPaths
+from helio_core.data.distilled import image_name
+from helio_core.data.splits import ImageSet
+from helio_core.params import SelectParams
+from helio_core.progress import Progress
+from helio_core.runtime import model_device
 
 
 def random_square_crops(image: torch.Tensor, count: int, out_size: int, scale: list[float]) -> torch.Tensor:
@@ -91,71 +86,18 @@ def distill_class(
     return distilled, losses[image_index, crop_index].view(params.factor**2, params.ipc).T
 
 
-def observer_path(teacher_paths: TeacherPaths, epoch: int | None) -> Path:
-    """The checkpoint of `epoch`, or of the last kept epoch when None."""
-    if epoch is not None:
-        path = teacher_paths.checkpoint(epoch)
-        if not path.is_file():
-            raise HelioError(f"select.observer_epoch={epoch}: {path} not found (is it in teachers.keep?)")
-        return path
-    return teacher_paths.last_kept()
-
-
-def run_select_patches(
-    params: Params,
-    paths: DistilledPaths = DistilledPaths(),
-    teacher_paths: TeacherPaths = TeacherPaths(),
-    data_paths: DataPaths = DataPaths(),
-    runtime: Runtime = CPU,
-) -> dict:
-    """Select and tile patches for every class; write PNGs, labels.json and the grid picture."""
-    runtime.require_single("select_patches")
-    select = params.select
-    classes, class_hash = load_classes(data_paths.classes)
-    train, _ = load_split(data_paths.train, class_hash)
-    checkpoint = observer_path(teacher_paths, select.observer_epoch)
-    observer, observer_meta = models.load_checkpoint(checkpoint)
-    if observer_meta.get("classes_sha256") != class_hash:
-        raise HelioError(f"{checkpoint}: teacher made for another class list than {data_paths.classes}")
-    observer = observer.to(runtime.device, memory_format=torch.channels_last)
-    torch.manual_seed(params.seed)
+def distill(
+    observer: nn.Module, train: ImageSet, classes: list[str], params: SelectParams, progress: Progress
+) -> tuple[torch.Tensor, list[dict]]:
+    """Every class's distilled images, in class order, and their labels.json entries (file, label, class name,
+    the observer's CE on each patch). The global RNG draws the candidates and crops."""
     entries, distilled = [], []
-    with progress_bar() as bar:
-        task = bar.add_task("select patches", total=len(classes), status="")
-        for label, name in enumerate(classes):
-            members = train.images[train.labels == label]
-            if len(members) < select.patches_per_class:
-                raise HelioError(
-                    f"select.ipc={select.ipc} needs {select.patches_per_class} images of class {name!r}; "
-                    f"{data_paths.train} holds {len(members)}"
-                )
-            images, losses = distill_class(observer, members, label, select)
-            distilled.append(images)
-            for k in range(select.ipc):
-                patch_ce = [round(v, 5) for v in losses[k].tolist()]
-                entries.append(
-                    {"file": paths.image_name(label, k), "label": label, "class": name, "patch_ce": patch_ce}
-                )
-            bar.update(task, advance=1, status=name)
-    record = artifacts.provenance(
-        "select_patches",
-        {"seed": params.seed, "select": as_dict(select)},
-        {"train": data_paths.train, "observer": checkpoint},
-    )
-    with artifacts.atomic_path(paths.folder) as folder:
-        (folder / "images").mkdir(parents=True)
-        for entry, image in zip(entries, torch.cat(distilled), strict=True):
-            artifacts.write_png(folder / entry["file"], image)
-        labels = {
-            "classes": classes,
-            "classes_sha256": class_hash,
-            "ipc": select.ipc,
-            "factor": select.factor,
-            "observer_epoch": observer_meta["epoch"],
-            "images": entries,
-            "provenance": record,
-        }
-        artifacts.write_json(folder / "labels.json", labels)
-    save_grid(paths.grid, torch.cat(distilled), select.ipc)
-    mean_ce = sum(sum(e["patch_ce"]) for e in entries) / (len(entries) * select.factor**2)
-    return {"images": len(entries), "observer_epoch": observer_meta["epoch"], "mean_patch_ce": mean_ce}
+    task = progress.task("select patches", total=len(classes))
+    for label, name in enumerate(classes):
+        images, losses = distill_class(observer, train.images[train.labels == label], label, params)
+        distilled.append(images)
+        for k in range(params.ipc):
+            patch_ce = [round(v, 5) for v in losses[k].tolist()]
+            entries.append({"file": image_name(label, k), "label": label, "class": name, "patch_ce": patch_ce})
+        task.advance(status=name)
+    return torch.cat(distilled), entries

@@ -1,4 +1,4 @@
-"""Student and teacher architectures registered by name (timm-style), and their checkpoints.
+"""Student and teacher architectures registered by name (timm-style).
 
 Every model takes images scaled to [0, 1]; the data set's normalisation lives inside the model as
 buffers, so a checkpoint is self-contained and no caller has to guess mean and std.
@@ -11,16 +11,13 @@ reach the last stage as a grid larger than 1x1 (its docstring says exactly what 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
-from helio_core import artifacts
-from helio_core.errors import HelioError, first_line
+from helio_core.errors import HelioError
 
 LOW_RES_MAX = 64  # inputs up to this size get the low-resolution variants (RDED's CIFAR stem up to 64 px)
 
@@ -67,8 +64,8 @@ def create_model(
 def resnet18(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """torchvision ResNet-18 as published (7x7 stride-2 stem + max-pool) at any resolution.
 
-    At 28 px its last stage sees 1x1; it trains ~10x faster than the CIFAR variant on the CPU
-    (788 vs 76 images/s at 28 vs 32 px on 2 cores), which is what fits the default's time budget.
+    At 28 px its last stage sees 1x1; it costs a fraction of the CIFAR variant's compute, which is why the
+    CPU default uses it (`python bench/student_archs.py` gives the ratio).
     """
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     if in_channels != 3:
@@ -187,25 +184,3 @@ def _first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
         return conv
     bias = conv.bias is not None
     return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=bias)
-
-
-def save_checkpoint(path: Path, model: ImageClassifier, spec: dict[str, Any], metadata: dict[str, Any]) -> None:
-    """Weights as safetensors; `spec` (arch, num_classes, in_channels, image_size) rebuilds the model."""
-    artifacts.save_tensors(path, model.state_dict(), {"kind": "model", "spec": spec, **metadata})
-
-
-def load_checkpoint(path: Path) -> tuple[ImageClassifier, dict[str, Any]]:
-    """Rebuild a model from a checkpoint written by `save_checkpoint`, in eval mode."""
-    tensors, metadata = artifacts.load_tensors(path)
-    if metadata.get("kind") != "model":
-        raise HelioError(f"{path}: not a model checkpoint (kind={metadata.get('kind')!r})")
-    spec = metadata["spec"]
-    channels = spec["in_channels"]
-    model = create_model(
-        spec["arch"], spec["num_classes"], channels, spec["image_size"], [0.0] * channels, [1.0] * channels
-    )
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise HelioError(f"{path}: weights do not fit {spec['arch']} ({first_line(error)})") from None
-    return model.eval(), metadata

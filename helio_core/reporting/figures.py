@@ -1,12 +1,12 @@
-"""The files people look at after `evaluate_students`: storage report, training curves, accuracy vs storage."""
+"""The figures and curves the evaluation stages write beside their tables: accuracy against storage, the
+training curves (CSV for `dvc plots show`), the continual-learning curve."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from helio_core import artifacts, storage
-from helio_core.params import StudentParams
+from helio_core import artifacts
 
 MODE_NAMES = {
     "projector": "projector (helio)",
@@ -15,33 +15,6 @@ MODE_NAMES = {
     "hard": "hard labels",
     "teachers": "weak teachers (projector's target)",
 }
-
-
-def write_storage(
-    path: Path, extra: dict[str, int], images: int, config: StudentParams, classes: int, images_bytes: int
-) -> dict:
-    """Measured bytes of every deliverable here, the stored-label formula checked against the measured
-    file, and the same accounting projected to ImageNet-1K."""
-    formula = storage.stored_label_bytes(images, config.epochs, classes, config.batch_size)
-    report = {
-        "measured": {
-            "projector_bytes": extra["projector"],
-            "teacher_checkpoint_bytes": extra["teacher"],
-            "stored_labels_bytes": extra["stored"],
-            "images_png_bytes": images_bytes,
-            "images": images,
-        },
-        "stored_labels_formula": {
-            "images": images,
-            "epochs": config.epochs,
-            "classes": classes,
-            "labels_bytes": formula["labels"],
-            "records_bytes": formula["records"],
-        },
-        "imagenet_1k": storage.imagenet_projection(epochs=300),
-    }
-    artifacts.write_json(path, report)
-    return report
 
 
 def write_curves(path: Path, rows: list[dict]) -> None:

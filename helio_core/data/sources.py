@@ -1,9 +1,6 @@
-"""Data sources behind one interface, and the `prepare` stage that writes them as uint8 tensors.
-
-Every source returns a train and a test `ImageSet` (uint8 NCHW images, int64 labels, ordered class
-names). Class order is fixed by the source (the idx/CIFAR label indices, sorted folder names for
-ImageFolder) and recorded with its sha256 in classes.json, so every later artifact can be checked
-against the class list it was made for.
+"""Raw data sources behind one interface (`data.name`): Debian's idx files, CIFAR python batches, an
+ImageFolder tree, generated classes. Each returns a train and a test `ImageSet` (uint8 NCHW images, int64
+labels, ordered class names), in the order the source fixes (label indices, sorted folder names).
 """
 
 from __future__ import annotations
@@ -11,7 +8,6 @@ from __future__ import annotations
 import gzip
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helio_core import artifacts
+from helio_core.data.splits import ImageSet, cap_per_class
 from helio_core.errors import HelioError
-from helio_core.params import DataParams, Params, as_dict
-from helio_core.progress import progress_bar
+from helio_core.params import DataParams
+from helio_core.progress import SILENT, Progress
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -32,154 +28,20 @@ FASHION_MNIST_ROOTS = ("/usr/share/datasets/fashion-mnist", "/usr/local/share/da
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-@dataclass
-class ImageSet:
-    images: torch.Tensor  # uint8 (N, C, H, W)
-    labels: torch.Tensor  # int64 (N,)
-    classes: list[str]
+Source = Callable[[DataParams, int, Progress], tuple[ImageSet, ImageSet]]
 
 
-@dataclass(frozen=True)
-class DataPaths:
-    folder: Path = Path("artifacts/data")
-
-    @property
-    def train(self) -> Path:
-        return self.folder / "train.safetensors"
-
-    @property
-    def val(self) -> Path:
-        return self.folder / "val.safetensors"
-
-    @property
-    def test(self) -> Path:
-        return self.folder / "test.safetensors"
-
-    @property
-    def classes(self) -> Path:
-        return self.folder / "classes.json"
-
-
-def classes_sha256(classes: list[str]) -> str:
-    return artifacts.sha256_json(classes)
-
-
-def load_source(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
+def load_source(params: DataParams, seed: int, progress: Progress = SILENT) -> tuple[ImageSet, ImageSet]:
     """Train and test splits of `params.name` at their native resolution, capped per class."""
-    loader = SOURCES[params.name]
-    train, test = loader(params, seed)
+    train, test = SOURCES[params.name](params, seed, progress)
     generator = torch.Generator().manual_seed(seed)
     return cap_per_class(train, params.train_per_class, generator), cap_per_class(
         test, params.test_per_class, generator
     )
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 NCHW resized to size x size with antialiased bilinear interpolation, in chunks."""
-    if images.shape[-2:] == (size, size):
-        return images
-    chunks = []
-    for chunk in images.split(4096):
-        scaled = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        chunks.append(scaled.round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(chunks)
-
-
-def cap_per_class(split: ImageSet, cap: int | None, generator: torch.Generator) -> ImageSet:
-    """Keep at most `cap` images of each class (a seeded random subset, original order kept)."""
-    if cap is None:
-        return split
-    keep = []
-    for label in range(len(split.classes)):
-        members = (split.labels == label).nonzero().flatten()
-        keep.append(members[torch.randperm(len(members), generator=generator)[:cap]])
-    index = torch.cat(keep).sort().values
-    return ImageSet(split.images[index], split.labels[index], split.classes)
-
-
-def split_off(split: ImageSet, count: int, generator: torch.Generator) -> tuple[ImageSet, ImageSet]:
-    """A seeded random `count` images held out of `split` (for choices that must not see the test set)."""
-    if count >= len(split.labels):
-        raise HelioError(f"data.val_images={count} must be smaller than the {len(split.labels)} train images")
-    order = torch.randperm(len(split.labels), generator=generator)
-    held, kept = order[:count].sort().values, order[count:].sort().values
-    return (
-        ImageSet(split.images[kept], split.labels[kept], split.classes),
-        ImageSet(split.images[held], split.labels[held], split.classes),
-    )
-
-
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
-    values = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
-    return values.mean(1).tolist(), values.std(1).tolist()
-
-
-def run_prepare(params: Params, paths: DataPaths = DataPaths()) -> dict:
-    """Stage `prepare`: load the source, resize, hold out a validation split of train, write
-    train/val/test safetensors and classes.json."""
-    data = params.data
-    train, test = load_source(data, params.seed)
-    train = ImageSet(resize(train.images, data.size), train.labels, train.classes)
-    test = ImageSet(resize(test.images, data.size), test.labels, test.classes)
-    train, val = split_off(train, data.val_images, torch.Generator().manual_seed(params.seed))
-    mean, std = channel_stats(train.images)
-    class_hash = classes_sha256(train.classes)
-    record = artifacts.provenance("prepare", {"seed": params.seed, "data": as_dict(data)}, {})
-    with artifacts.atomic_path(paths.folder) as folder:
-        folder.mkdir()
-        staged = DataPaths(folder)
-        splits = (("train", train, staged.train), ("val", val, staged.val), ("test", test, staged.test))
-        for split_name, split, target in splits:
-            metadata = {
-                "kind": "dataset-split",
-                "split": split_name,
-                "source": data.name,
-                "classes_sha256": class_hash,
-                "mean": mean,
-                "std": std,
-                "provenance": record,
-            }
-            artifacts.save_tensors(target, {"images": split.images, "labels": split.labels}, metadata)
-        artifacts.write_json(staged.classes, {"classes": train.classes, "sha256": class_hash, "provenance": record})
-    return {
-        "train": len(train.labels),
-        "val": len(val.labels),
-        "test": len(test.labels),
-        "classes": len(train.classes),
-        "shape": train.images.shape[1:],
-    }
-
-
-def load_split(path: Path, expected_classes_sha256: str | None = None) -> tuple[ImageSet, dict]:
-    """A prepared split and its metadata, checked against a class-list hash when one is given."""
-    tensors, metadata = artifacts.load_tensors(path)
-    if metadata.get("kind") != "dataset-split" or set(tensors) != {"images", "labels"}:
-        raise HelioError(f"{path}: not a prepared data split (expected images and labels written by `prepare`)")
-    if expected_classes_sha256 is not None and metadata["classes_sha256"] != expected_classes_sha256:
-        raise HelioError(f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…)")
-    return ImageSet(tensors["images"], tensors["labels"], []), metadata
-
-
-def load_classes(path: Path) -> tuple[list[str], str]:
-    """Ordered class names and their hash from classes.json, checked for consistency."""
-    record = artifacts.read_json(path)
-    try:
-        classes, recorded = record["classes"], record["sha256"]
-    except (KeyError, TypeError):
-        raise HelioError(f"{path}: expected keys 'classes' and 'sha256'") from None
-    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
-        raise HelioError(f"{path}: 'classes' must be a list of names")
-    if classes_sha256(classes) != recorded:
-        raise HelioError(f"{path}: the class list does not match its recorded sha256 (edited or damaged)")
-    return classes, recorded
-
-
-# ---- sources -----------------------------------------------------------------------------------------
-
-
-def _idx_source(classes: list[str], default_roots: tuple[str, ...], label: str) -> Callable:
-    def load(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
+def _idx_source(classes: list[str], default_roots: tuple[str, ...], label: str) -> Source:
+    def load(params: DataParams, seed: int, progress: Progress) -> tuple[ImageSet, ImageSet]:
         root = _find_root(params, default_roots, label)
         splits = []
         for prefix in ("train", "t10k"):
@@ -281,20 +143,20 @@ def _cifar_split(files: list[Path], label_key: str, classes: list[str]) -> Image
     return ImageSet(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), classes)
 
 
-def _load_cifar10(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
+def _load_cifar10(params: DataParams, seed: int, progress: Progress) -> tuple[ImageSet, ImageSet]:
     root = _find_root(params, (), "the cifar-10-batches-py folder")
     classes = list(_read_cifar_batch(root / "batches.meta")["label_names"])
     train = _cifar_split([root / f"data_batch_{i}" for i in range(1, 6)], "labels", classes)
     return train, _cifar_split([root / "test_batch"], "labels", classes)
 
 
-def _load_cifar100(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
+def _load_cifar100(params: DataParams, seed: int, progress: Progress) -> tuple[ImageSet, ImageSet]:
     root = _find_root(params, (), "the cifar-100-python folder")
     classes = list(_read_cifar_batch(root / "meta")["fine_label_names"])
     return _cifar_split([root / "train"], "fine_labels", classes), _cifar_split([root / "test"], "fine_labels", classes)
 
 
-def _load_imagefolder(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
+def _load_imagefolder(params: DataParams, seed: int, progress: Progress) -> tuple[ImageSet, ImageSet]:
     """root/train/<class>/* and root/val/<class>/*; classes in sorted folder-name order (torchvision's)."""
     root = _find_root(params, (), "an ImageFolder root with train/ and val/")
     splits = {}
@@ -311,20 +173,19 @@ def _load_imagefolder(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet
     classes = folders if params.class_names is None else read_class_names(Path(params.class_names), folders)
     generator = torch.Generator().manual_seed(seed)
     loaded = []
-    with progress_bar() as bar:
-        for split, cap in (("train", params.train_per_class), ("val", params.test_per_class)):
-            task = bar.add_task(f"read {split}/", total=len(classes), status="")
-            images, labels = [], []
-            for label, folder in enumerate(splits[split]):
-                files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if not files:
-                    raise HelioError(f"{folder}: empty class folder (no image files)")
-                if cap is not None and len(files) > cap:
-                    files = [files[i] for i in sorted(torch.randperm(len(files), generator=generator)[:cap].tolist())]
-                images += [_load_square(path, params.size) for path in files]
-                labels += [label] * len(files)
-                bar.update(task, advance=1, status=folder.name)
-            loaded.append(ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes))
+    for split, cap in (("train", params.train_per_class), ("val", params.test_per_class)):
+        task = progress.task(f"read {split}/", total=len(classes))
+        images, labels = [], []
+        for label, folder in enumerate(splits[split]):
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise HelioError(f"{folder}: empty class folder (no image files)")
+            if cap is not None and len(files) > cap:
+                files = [files[i] for i in sorted(torch.randperm(len(files), generator=generator)[:cap].tolist())]
+            images += [_load_square(path, params.size) for path in files]
+            labels += [label] * len(files)
+            task.advance(status=folder.name)
+        loaded.append(ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes))
     return loaded[0], loaded[1]
 
 
@@ -371,7 +232,7 @@ def _load_square(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def _load_synthetic(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
+def _load_synthetic(params: DataParams, seed: int, progress: Progress) -> tuple[ImageSet, ImageSet]:
     """Learnable toy classes: each class is a smooth random template, samples are shifted noisy copies."""
     generator = torch.Generator().manual_seed(10_000 + seed)
     size, channels, count = params.size, params.synthetic_channels, params.synthetic_classes
@@ -391,7 +252,7 @@ def _load_synthetic(params: DataParams, seed: int) -> tuple[ImageSet, ImageSet]:
     return split(params.train_per_class), split(params.test_per_class)
 
 
-SOURCES: dict[str, Callable[[DataParams, int], tuple[ImageSet, ImageSet]]] = {
+SOURCES: dict[str, Source] = {
     "fashion-mnist": _idx_source(FASHION_MNIST_CLASSES, FASHION_MNIST_ROOTS, "Fashion-MNIST"),
     "mnist": _idx_source(MNIST_CLASSES, (), "a folder with the MNIST idx files"),
     "cifar10": _load_cifar10,

@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from helio_core import artifacts, lora
-from helio_core.backbones import Backbone, PooledStages, create_backbone
-from helio_core.distilled import DistilledPaths, load_distilled
+from helio_core import artifacts
+from helio_core.data.distilled import load_distilled
 from helio_core.errors import HelioError
+from helio_core.models import lora
+from helio_core.models.backbones import Backbone, PooledStages, create_backbone
 
 HeadInit = Literal["text", "prototypes", "random"]
+LABEL_BATCH = 256  # images per forward pass when a projector labels a set of images
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Projector(nn.Module):
         images = labels = None
         if images_dir is not None:
             class_hash = artifacts.read_metadata(path).get("classes_sha256", "")
-            images, labels = load_distilled(DistilledPaths(Path(images_dir)), class_hash)
+            images, labels = load_distilled(Path(images_dir), class_hash)
         return load_projector(Path(path), images, labels)[0]
 
 
@@ -158,8 +160,9 @@ def build_projector(
     classes: list[str],
     images: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
-    logit_scale: float = 10.0,
-    seed: int = 0,
+    *,
+    logit_scale: float,
+    seed: int,
 ) -> Projector:
     """A fresh (untrained) projector: base encoder + initial head, LoRA factors B = 0."""
     backbone = create_backbone(spec.backbone, spec.resolution, spec.features)

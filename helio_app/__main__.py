@@ -1,0 +1,5 @@
+"""`python -m helio_app ...` is the `helio` command (for launchers that want a module, e.g. `torchrun -m`)."""
+
+from helio_app.cli import app
+
+app(prog_name="helio")

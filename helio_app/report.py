@@ -1,0 +1,225 @@
+"""Result tables in the docs, generated from tracked files: no figure in README.md or docs/ is typed by hand.
+
+A table is a block of a Markdown file between two markers; the first names what it shows and its sources::
+
+    <!-- table: students metrics/students.json -->
+    ...written by `helio report`...
+    <!-- end table -->
+
+Sources are the metrics files DVC tracks (the default run's, the experiment pipelines') and records in results/:
+one JSON file per measured variant, written by `helio record` from a run's metrics files with the command, date
+and commit that made them. `helio report --check` says which block is out of date (the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from helio_app.stage import fail
+from helio_core.errors import HelioError
+from helio_core.reporting.figures import MODE_NAMES
+
+BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
+METRICS = ("students", "projector", "storage", "teachers", "refine")
+MODES = ("projector", "teacher", "stored", "hard", "teachers")
+
+
+def read(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise HelioError(f"{path}: cannot read it as JSON ({error})") from None
+
+
+def record(name: str, command: str, note: str, metrics: Path, results: Path) -> Path:
+    """results/<name>.json: this workspace's metrics files with the command, date and commit that made them."""
+    present = {kind: read(str(metrics / f"{kind}.json")) for kind in METRICS if (metrics / f"{kind}.json").is_file()}
+    if "students" not in present:
+        raise HelioError(f"{metrics / 'students.json'}: not found; record a run that evaluated students")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    entry = {
+        "name": name,
+        "command": command,
+        "note": note,
+        "date": datetime.date.today().isoformat(),
+        "commit": commit or "unknown",
+        "metrics": present,
+    }
+    results.mkdir(exist_ok=True)
+    target = results / f"{name}.json"
+    target.write_text(json.dumps(entry, indent=2) + "\n")
+    return target
+
+
+def percent(row: dict, key: str = "acc") -> str:
+    spread = f" ± {100 * row[f'{key}_std']:.2f}" if f"{key}_std" in row else ""
+    return f"{100 * row[key]:.2f}{spread}"
+
+
+def students_table(path: str) -> list[str]:
+    """The side-by-side table of one students' metrics file: a row per (arch, label mode)."""
+    metrics = read(path)
+    lines = ["| student | label mode | test acc % | val acc % | extra storage (bytes) | seconds per student |"]
+    lines.append("|---|---|---|---|---|---|")
+    for arch in metrics["archs"]:
+        for mode in (m for m in MODES if m in metrics[arch]):
+            row = metrics[arch][mode]
+            lines.append(
+                f"| {arch} | {MODE_NAMES[mode]} | {percent(row)} | {100 * row['val_acc']:.2f} "
+                f"| {row['extra_storage_bytes']:,} | {row['seconds_per_student']:.0f} |"
+            )
+    return lines
+
+
+def run_table(*paths: str) -> list[str]:
+    """What the default run's stages recorded: the teachers, the projector and refinement, the students' stage."""
+    teachers, projector, refine, students = (read(path) for path in paths)
+    after = projector["after_lora"]
+    return [
+        "| stage | what it measured | wall seconds |",
+        "|---|---|---|",
+        f"| train_teachers | last kept epoch {teachers['last_epoch']}: {100 * teachers['last_test_acc_full']:.2f} % "
+        f"on {teachers['full_test_images']:,} test images | {teachers['wall_seconds']:.0f} |",
+        f"| fit_projector | {projector['projector_bytes']:,} B, {projector['stored_parameters']:,} stored parameters; "
+        f"{100 * after['acc']:.1f} % test accuracy, {100 * after['agreement']:.1f} % agreement with its target "
+        f"| {projector['wall_seconds']:.0f} |",
+        f"| refine_images | projector/teacher agreement on the images {100 * refine['before']['agreement']:.1f} % → "
+        f"{100 * refine['after']['agreement']:.1f} % | {refine['wall_seconds']:.0f} |",
+        f"| evaluate_students | {sum(students[a][m]['seeds'] for a in students['archs'] for m in students[a])} "
+        f"students, {students['epochs']} epochs | {students['wall_seconds']:.0f} |",
+    ]
+
+
+def ipc_table(*paths: str) -> list[str]:
+    """One row per run (records or metrics files) of the default at another IPC: every label mode's test %."""
+    lines = ["| IPC | " + " | ".join(MODE_NAMES[m] for m in MODES[:4]) + " | PNG bytes | stored-label bytes |"]
+    lines.append("|---" * 7 + "|")
+    for path in paths:
+        data = read(path)
+        students = data.get("metrics", {}).get("students", data)
+        row = students[students["archs"][0]]
+        cells = " | ".join(percent(row[m]) if m in row else "–" for m in MODES[:4])
+        stored = f"{row['stored']['extra_storage_bytes']:,}" if "stored" in row else "–"
+        lines.append(f"| {students['ipc']} | {cells} | {students['images_bytes']:,} | {stored} |")
+    return lines
+
+
+def records_table(*paths: str) -> list[str]:
+    """One row per record: the command's overrides, the projector it fitted, its students (projector mode)."""
+    lines = ["| run | command | projector bytes | stored parameters | proj acc / agr % | students test % | val % |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for path in paths:
+        data = read(path)
+        projector, students = data["metrics"]["projector"], data["metrics"]["students"]
+        row = students[students["archs"][0]]["projector"]
+        after = projector["after_lora"]
+        lines.append(
+            f"| {data['name']} | `{data['command']}` | {projector['projector_bytes']:,} "
+            f"| {projector['stored_parameters']:,} | {100 * after['acc']:.1f} / {100 * after['agreement']:.1f} "
+            f"| {percent(row)} | {100 * row['val_acc']:.2f} |"
+        )
+    return lines
+
+
+def cross_arch_table(*paths: str) -> list[str]:
+    """Table 2: per architecture, the projector's and the teacher's students and their difference."""
+    header = (
+        "| student | projector test % | val % | full teacher test % | val % | projector − teacher (val) | s/student |"
+    )
+    lines = [header]
+    lines.append("|---|---|---|---|---|---|---|")
+    for path in paths:
+        metrics = read(path)
+        arch = metrics["archs"][0]
+        projector, teacher = metrics[arch]["projector"], metrics[arch]["teacher"]
+        difference = 100 * (projector["acc"] - teacher["acc"])
+        val_difference = 100 * (projector["val_acc"] - teacher["val_acc"])
+        seconds = f"{projector['seconds_per_student']:.0f} / {teacher['seconds_per_student']:.0f}"
+        lines.append(
+            f"| {arch} | {percent(projector)} | {100 * projector['val_acc']:.2f} | {percent(teacher)} "
+            f"| {100 * teacher['val_acc']:.2f} | {difference:+.2f} ({val_difference:+.2f}) | {seconds} |"
+        )
+    return lines
+
+
+def continual_table(path: str) -> list[str]:
+    """Fig. 2 as a table: accuracy on the seen classes after each step, per schedule and label mode."""
+    metrics = read(path)
+    schedules = metrics["accuracy_per_step"]
+    steps = max(int(s) for s in schedules)
+    lines = ["| schedule | label mode | " + " | ".join(f"step {i + 1}" for i in range(steps)) + " |"]
+    lines.append("|---" * (steps + 2) + "|")
+    for schedule, modes in schedules.items():
+        for mode, accuracies in modes.items():
+            cells = [f"{100 * a:.1f}" for a in accuracies] + [""] * (steps - len(accuracies))
+            lines.append(f"| {schedule} steps | {MODE_NAMES[mode]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+TABLES: dict[str, Callable[..., list[str]]] = {
+    "students": students_table,
+    "run": run_table,
+    "ipc": ipc_table,
+    "records": records_table,
+    "cross_arch": cross_arch_table,
+    "continual": continual_table,
+}
+
+
+def render(spec: str, root: Path) -> str:
+    """The table a marker names, from files relative to `root` (globs expanded, sorted)."""
+    kind, *sources = spec.split()
+    if kind not in TABLES:
+        raise HelioError(f"unknown table {kind!r} (known: {', '.join(TABLES)})")
+    paths = [str(p) for source in sources for p in (sorted(root.glob(source)) or [root / source])]
+    return "\n".join(TABLES[kind](*paths)) + "\n"
+
+
+def refresh(document: Path, root: Path) -> tuple[str, list[str]]:
+    """The document with every table block regenerated, and the specs of the blocks that changed."""
+    text, changed = document.read_text(), []
+
+    def regenerate(match: re.Match) -> str:
+        body = render(match["spec"], root)
+        if body != match["body"]:
+            changed.append(match["spec"])
+        return match.group(1) + body + match.group(4)
+
+    try:
+        return BLOCK.sub(regenerate, text), changed
+    except (KeyError, TypeError, IndexError) as error:
+        raise HelioError(f"{document}: a table's sources lack {error} (are they the files it expects?)") from None
+
+
+DOCUMENTS = ("README.md", "docs/*.md")
+
+
+def publish(documents: list[Path] | None, check: bool) -> int:
+    """`helio report`: regenerate (or, with `check`, compare) every table block; the exit status."""
+    root = Path(".")
+    try:
+        files = documents or sorted(p for pattern in DOCUMENTS for p in root.glob(pattern))
+        stale = []
+        for document in files:
+            text, changed = refresh(document, root)
+            stale += [f"{document}: table '{spec}'" for spec in changed]
+            if changed and not check:
+                document.write_text(text)
+    except HelioError as error:
+        fail(error)
+    for line in stale:
+        print(f"{'out of date' if check else 'regenerated'}: {line}")
+    return 1 if check and stale else 0
+
+
+def record_run(name: str, command: str, note: str) -> None:
+    """`helio record`: results/<name>.json from this workspace's metrics."""
+    try:
+        print(f"wrote {record(name, command, note, Path('metrics'), Path('results'))}")
+    except HelioError as error:
+        fail(error)

@@ -1,0 +1,137 @@
+"""Where every stage of a pipeline run reads and writes: one object that knows each path, relative to the
+checkout DVC runs in (dvc.yaml's `deps` and `outs` name the same paths)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from helio_core.errors import HelioError
+
+
+def teacher_file_name(epoch: int) -> str:
+    """The checkpoint of a kept epoch, in the teachers' folder (sorted by name = by epoch)."""
+    return f"epoch_{epoch:03d}.safetensors"
+
+
+@dataclass(frozen=True)
+class StudentOutputs:
+    """What one students' table writes: the table, its curves and plot, and optionally the storage report and
+    the stored labels (the cross-architecture stages have neither)."""
+
+    metrics: Path
+    curves: Path
+    accuracy_plot: Path
+    storage: Path | None
+    stored_labels: Path | None
+
+    def stored_file(self, seed: int, folder: Path | None = None) -> Path:
+        return (folder or self.stored_labels) / f"seed_{seed}.safetensors"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path = Path(".")
+
+    def _at(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    # prepare
+    @property
+    def data(self) -> Path:
+        return self._at("artifacts", "data")
+
+    def split(self, name: str) -> Path:
+        """A prepared split: train, val or test."""
+        return self.data / f"{name}.safetensors"
+
+    @property
+    def classes(self) -> Path:
+        return self.data / "classes.json"
+
+    # train_teachers
+    @property
+    def teachers(self) -> Path:
+        return self._at("artifacts", "teachers")
+
+    def teacher(self, epoch: int) -> Path:
+        return self.teachers / teacher_file_name(epoch)
+
+    def teacher_checkpoints(self, epochs: list[int] | None = None, key: str = "projector.teachers") -> list[Path]:
+        """The checkpoints of the kept `epochs` (every kept one when None), in epoch order; `key` is the
+        parameter that asked for them, named when one is missing."""
+        if epochs is None:
+            files = sorted(self.teachers.glob("epoch_*.safetensors"))
+            if not files:
+                raise HelioError(f"{self.teachers}: no teacher checkpoints (run `dvc repro train_teachers`)")
+            return files
+        files = [self.teacher(epoch) for epoch in sorted(epochs)]
+        for file in files:
+            if not file.is_file():
+                raise HelioError(f"{key}: {file} not found (is its epoch in teachers.keep?)")
+        return files
+
+    def last_teacher(self) -> Path:
+        """The latest kept checkpoint: the full teacher of RDED's label mode and the default observer."""
+        return self.teacher_checkpoints()[-1]
+
+    @property
+    def teachers_metrics(self) -> Path:
+        return self._at("metrics", "teachers.json")
+
+    # select_patches and refine_images: a distilled set each (images/*.png + labels.json) and its picture
+    @property
+    def distilled(self) -> Path:
+        return self._at("artifacts", "distilled")
+
+    @property
+    def distilled_grid(self) -> Path:
+        return self._at("plots", "distilled_grid.png")
+
+    @property
+    def refined(self) -> Path:
+        return self._at("artifacts", "refined")
+
+    @property
+    def refined_grid(self) -> Path:
+        return self._at("plots", "refined_grid.png")
+
+    @property
+    def refine_metrics(self) -> Path:
+        return self._at("metrics", "refine.json")
+
+    # fit_projector
+    @property
+    def projector(self) -> Path:
+        return self._at("artifacts", "projector", "projector.safetensors")
+
+    @property
+    def projector_metrics(self) -> Path:
+        return self._at("metrics", "projector.json")
+
+    # evaluate_students, evaluate_arch, evaluate_continual
+    def students(self) -> StudentOutputs:
+        return StudentOutputs(
+            metrics=self._at("metrics", "students.json"),
+            curves=self._at("plots", "student_curves.csv"),
+            accuracy_plot=self._at("plots", "accuracy_vs_storage.png"),
+            storage=self._at("metrics", "storage.json"),
+            stored_labels=self._at("artifacts", "stored_labels"),
+        )
+
+    def cross_arch(self, arch: str) -> StudentOutputs:
+        return StudentOutputs(
+            metrics=self._at("metrics", "cross_arch", f"{arch}.json"),
+            curves=self._at("plots", "cross_arch", f"{arch}_curves.csv"),
+            accuracy_plot=self._at("plots", "cross_arch", f"{arch}.png"),
+            storage=None,
+            stored_labels=None,
+        )
+
+    @property
+    def continual_metrics(self) -> Path:
+        return self._at("metrics", "continual.json")
+
+    @property
+    def continual_plot(self) -> Path:
+        return self._at("plots", "continual.png")

@@ -1,0 +1,61 @@
+"""The docs' result tables are generated from tracked files, and the committed docs match what they generate."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from helio_app.cli import app
+from helio_app.report import refresh, render
+from helio_core.errors import HelioError
+from tests.conftest import REPO
+
+ROW = {"acc": 0.7544, "acc_std": 0.0035, "val_acc": 0.7611, "seeds": 2, "extra_storage_bytes": 311500,
+       "seconds_per_student": 39.5, "accs": [0.751, 0.758]}  # fmt: skip
+STUDENTS = {"ipc": 10, "epochs": 120, "test_images": 10000, "archs": ["resnet18"],
+            "resnet18": {"projector": ROW, "hard": {**ROW, "acc": 0.6, "extra_storage_bytes": 0}},
+            "images_bytes": 72935, "wall_seconds": 400.0}  # fmt: skip
+
+
+def test_a_students_table_has_a_row_per_mode_with_mean_std_and_bytes(tmp_path):
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
+    table = render("students students.json", tmp_path).splitlines()
+    assert table[2] == "| resnet18 | projector (helio) | 75.44 ± 0.35 | 76.11 | 311,500 | 40 |"
+    assert table[3].startswith("| resnet18 | hard labels | 60.00 ± 0.35 |") and len(table) == 4
+
+
+def test_a_stale_block_is_regenerated_and_text_around_it_kept(tmp_path):
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
+    document = tmp_path / "doc.md"
+    document.write_text("before\n<!-- table: students students.json -->\n| old |\n<!-- end table -->\nafter\n")
+    text, changed = refresh(document, tmp_path)
+    assert changed == ["students students.json"] and text.startswith("before\n") and text.endswith("after\n")
+    assert "75.44 ± 0.35" in text and "| old |" not in text
+    document.write_text(text)
+    assert refresh(document, tmp_path) == (text, [])
+
+
+def test_unknown_table_or_unreadable_source_is_one_line(tmp_path):
+    with pytest.raises(HelioError, match="unknown table 'chart'"):
+        render("chart x.json", tmp_path)
+    with pytest.raises(HelioError, match="nothing.json: cannot read it as JSON"):
+        render("students nothing.json", tmp_path)
+
+
+def test_record_keeps_the_metrics_with_command_date_and_commit(workdir):
+    (workdir / "metrics").mkdir()
+    runner = CliRunner()
+    refused = runner.invoke(app, ["record", "ipc-1", "--command", "dvc exp run -S select.ipc=1"])
+    assert refused.exit_code == 2 and "metrics/students.json: not found" in refused.output
+    (workdir / "metrics" / "students.json").write_text(json.dumps(STUDENTS))
+    result = runner.invoke(app, ["record", "ipc-1", "--command", "dvc exp run -S select.ipc=1", "--note", "IPC 1"])
+    assert result.exit_code == 0, result.output
+    kept = json.loads((workdir / "results" / "ipc-1.json").read_text())
+    assert kept["metrics"]["students"] == STUDENTS and kept["command"] == "dvc exp run -S select.ipc=1"
+    assert kept["note"] == "IPC 1" and kept["date"] and kept["commit"]
+
+
+def test_the_committed_docs_tables_are_generated_from_the_committed_files(monkeypatch):
+    monkeypatch.chdir(REPO)
+    result = CliRunner().invoke(app, ["report", "--check"])
+    assert result.exit_code == 0, result.output
