@@ -56,14 +56,13 @@ def run(
         raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
     inputs = load_student_inputs(workspace, runtime, config.teacher_batchnorm, "teachers" in config.label_modes)
     distilled, val = inputs.distilled, inputs.val
-    curve_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))
-    curve_set = ImageSet(val.images[curve_index[: config.curve_images]], val.labels[curve_index[: config.curve_images]],
-                         distilled.classes)  # fmt: skip
+    curve = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[: config.curve_images]
+    curve_set = ImageSet(val.images[curve], val.labels[curve], distilled.classes)
     size = distilled.images.shape[-1]
     plans = {
         seed: make_plan(len(distilled.labels), size, config, params.student_crop_scale, seed) for seed in config.seeds
     }
-    stored = _stored_labels(inputs, plans, params, outputs, runtime, progress)
+    stored, plans = _stored_labels(inputs, plans, params, outputs, runtime, progress)
     sources = {
         "projector": lambda seed: online_labels(inputs.projector),
         "teacher": lambda seed: online_labels(inputs.teacher),
@@ -95,10 +94,10 @@ def cross_arch_params(params: Params, arch: str) -> Params:
 def _stored_labels(
     inputs: StudentInputs, plans: dict[int, ViewPlan], params: Params, outputs: StudentOutputs, runtime: Runtime,
     progress: Progress,
-) -> dict[int, torch.Tensor]:  # fmt: skip
+) -> tuple[dict[int, torch.Tensor], dict[int, ViewPlan]]:  # fmt: skip
     """The `stored` mode's labels: rank 0 writes the full teacher's logits for every planned view of each seed, then
-    every rank reads them back, with the plans they were written with (replacing `plans`' entries)."""
-    config, stored = params.student, {}
+    every rank reads them back with the plans they were written with, which it returns in place of `plans`."""
+    config, stored, plans = params.student, {}, dict(plans)
     folder_or_none = runtime.output(outputs.stored_labels) if outputs.stored_labels else contextlib.nullcontext()
     with folder_or_none as folder:
         if folder is not None:
@@ -118,7 +117,7 @@ def _stored_labels(
     if "stored" in config.label_modes:
         for seed in config.seeds:
             stored[seed], plans[seed] = load_stored_labels(outputs.stored_file(seed))
-    return stored
+    return stored, plans
 
 
 def _write_table(

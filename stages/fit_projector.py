@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -52,9 +53,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     projector = build_projector(
         spec, classes, distilled.images, distilled.labels, logit_scale=config.logit_scale, seed=params.seed
     ).to(runtime.device)
-    history, before, test_targets, fit_seconds, prefix_blocks = _fit(
-        projector, teachers, splits, params, generator, runtime, progress
-    )
+    fitted = _fit(projector, teachers, splits, params, generator, runtime, progress)
     if not runtime.is_main:
         return {}
     record = artifacts.provenance(
@@ -76,11 +75,11 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     teacher_bytes = teacher_files[-1].stat().st_size
     metrics = {
         "test_images": len(splits.test.labels),
-        "before_lora": before,
-        "after_lora": agreement(shipped_logits, test_targets, splits.test.labels),
-        "history": history,
-        "cached_prefix_blocks": prefix_blocks,
-        "fit_seconds": round(fit_seconds, 1),
+        "before_lora": fitted.before,
+        "after_lora": agreement(shipped_logits, fitted.test_targets, splits.test.labels),
+        "history": fitted.history,
+        "cached_prefix_blocks": fitted.prefix_blocks,
+        "fit_seconds": round(fitted.seconds, 1),
         "stored_parameters": metadata["stored_parameters"],
         "head_form": metadata["head_form"],
         "projector_bytes": size,
@@ -92,13 +91,20 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     return metrics
 
 
+class Fitted(NamedTuple):
+    history: list[dict]  # per epoch: validation loss and agreement
+    before: dict  # the projector against its target on the test images before fitting
+    test_targets: torch.Tensor  # the teachers' target on the test images
+    seconds: float  # of the fit loop
+    prefix_blocks: int  # encoder blocks run once per image (views=plain, projector.cache_prefix)
+
+
 def _fit(
     projector: Projector, teachers: list[nn.Module], splits: FitSplits, params: Params, generator: torch.Generator,
     runtime: Runtime, progress: Progress,
-) -> tuple[list[dict], dict, torch.Tensor, float, int]:  # fmt: skip
+) -> Fitted:  # fmt: skip
     """The teachers' targets on the validation and test images, the projector measured before fitting, then the
-    fit on the configured views. Returns the fit's history, the before-measurement, the test targets, the fit's
-    seconds and the number of cached prefix blocks."""
+    fit on the configured views."""
     config = params.projector
     scored = len(splits.val.labels) + len(splits.test.labels)
     task = progress.task(f"targets of {len(teachers)} teachers", total=len(teachers) * scored)
@@ -119,7 +125,7 @@ def _fit(
     steps = math.ceil(len(splits.fit.labels) / config.batch_size)
     val = (splits.val.images, splits.val.labels, val_targets)
     history = fit(projector, batches, steps, val, config, generator, progress, runtime, prefix_blocks)
-    return history, before, test_targets, time.perf_counter() - started, prefix_blocks
+    return Fitted(history, before, test_targets, time.perf_counter() - started, prefix_blocks)
 
 
 def summary(metrics: dict) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -154,7 +154,7 @@ def load_student_inputs(
     fit = metadata["provenance"]["params"]["projector"]
     members = [load_teacher(file, class_hash, runtime.device, batchnorm)[0] for file in files]
     ensemble = WeakTeachers(members, fit["target"], fit["temperature"]).requires_grad_(False).eval()
-    return StudentInputs(**{**inputs.__dict__, "weak_teachers": ensemble, "weak_teacher_files": files})
+    return replace(inputs, weak_teachers=ensemble, weak_teacher_files=files)
 
 
 def train_students(
