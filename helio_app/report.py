@@ -99,9 +99,8 @@ def ipc_table(*paths: str) -> list[str]:
     """One row per run (records or metrics files) of the default at another IPC: every label mode's test %."""
     lines = ["| IPC | " + " | ".join(MODE_NAMES[m] for m in MODES[:4]) + " | PNG bytes | stored-label bytes |"]
     lines.append("|---" * 7 + "|")
-    for path in paths:
-        data = read(path)
-        students = data.get("metrics", {}).get("students", data)
+    runs = [read(path) for path in paths]
+    for students in sorted((run.get("metrics", {}).get("students", run) for run in runs), key=lambda s: s["ipc"]):
         row = students[students["archs"][0]]
         cells = " | ".join(percent(row[m]) if m in row else "–" for m in MODES[:4])
         stored = f"{row['stored']['extra_storage_bytes']:,}" if "stored" in row else "–"
@@ -161,7 +160,36 @@ def continual_table(path: str) -> list[str]:
     return lines
 
 
+def pipeline_table(path: str) -> list[str]:
+    """bench/pipeline.py --save: two revisions' stages side by side, seconds and peak memory."""
+    bench = read(path)
+    lines = [f"| stage | {bench['before']} s | {bench['after']} s | speed-up | {bench['before']} MiB | "
+             f"{bench['after']} MiB |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in bench["stages"]:
+        speed_up = row["before_s"] / row["after_s"]
+        lines.append(
+            f"| {row['stage']} | {row['before_s']:.1f} | {row['after_s']:.1f} | {speed_up:.2f}x "
+            f"| {row['before_mib']:,.0f} | {row['after_mib']:,.0f} |"
+        )
+    before, after = (sum(row[key] for row in bench["stages"]) for key in ("before_s", "after_s"))
+    lines.append(f"| total | {before:.1f} | {after:.1f} | {before / after:.2f}x | | |")
+    return lines
+
+
+def pipeline_students_table(path: str) -> list[str]:
+    """bench/pipeline.py --save: each revision's students' table, side by side (seeded runs: identical or not)."""
+    tables = read(path)["students"]
+    lines = ["| student, label mode | before: test % (val %) | after: test % (val %) | identical |"]
+    lines.append("|---|---|---|---|")
+    for key, before in tables["before"].items():
+        after = tables["after"].get(key, "–")
+        lines.append(f"| {key} | {before} | {after} | {'yes' if after == before else 'no'} |")
+    return lines
+
+
 TABLES: dict[str, Callable[..., list[str]]] = {
+    "pipeline": pipeline_table,
+    "pipeline_students": pipeline_students_table,
     "students": students_table,
     "run": run_table,
     "ipc": ipc_table,
@@ -172,11 +200,11 @@ TABLES: dict[str, Callable[..., list[str]]] = {
 
 
 def render(spec: str, root: Path) -> str:
-    """The table a marker names, from files relative to `root` (globs expanded, sorted)."""
+    """The table a marker names, from files relative to `root` (a glob names the files that match it, sorted)."""
     kind, *sources = spec.split()
     if kind not in TABLES:
         raise HelioError(f"unknown table {kind!r} (known: {', '.join(TABLES)})")
-    paths = [str(p) for source in sources for p in (sorted(root.glob(source)) or [root / source])]
+    paths = [str(p) for source in sources for p in (sorted(root.glob(source)) if "*" in source else [root / source])]
     return "\n".join(TABLES[kind](*paths)) + "\n"
 
 

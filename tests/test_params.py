@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import yaml
 
 from helio_core.errors import HelioError
 from helio_core.params import load_params
@@ -56,4 +57,13 @@ def test_bad_values_name_the_key(override, message):
 
 def test_missing_params_file(tmp_path):
     with pytest.raises(HelioError, match="params file not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_missing_key_is_named(tmp_path):
+    """No defaults in code: a params file that leaves a key out fails naming it, instead of silently running."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["student"]["projector_loss"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(HelioError, match=re.escape("student.projector_loss is missing: a params file sets every key")):
         load_params(tmp_path / "params.yaml")
