@@ -36,20 +36,18 @@ def read(path: str) -> dict:
         raise HelioError(f"{path}: cannot read it as JSON ({error})") from None
 
 
+def provenance() -> dict[str, str]:
+    """Today's date and the checkout's commit: what a record of a measurement carries."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.date.today().isoformat(), "commit": commit or "unknown"}
+
+
 def record(name: str, command: str, note: str, metrics: Path, results: Path) -> Path:
     """results/<name>.json: this workspace's metrics files with the command, date and commit that made them."""
     present = {kind: read(str(metrics / f"{kind}.json")) for kind in METRICS if (metrics / f"{kind}.json").is_file()}
     if "students" not in present:
         raise HelioError(f"{metrics / 'students.json'}: not found; record a run that evaluated students")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    entry = {
-        "name": name,
-        "command": command,
-        "note": note,
-        "date": datetime.date.today().isoformat(),
-        "commit": commit or "unknown",
-        "metrics": present,
-    }
+    entry = {"name": name, "command": command, "note": note, **provenance(), "metrics": present}
     results.mkdir(exist_ok=True)
     target = results / f"{name}.json"
     target.write_text(json.dumps(entry, indent=2) + "\n")
@@ -187,7 +185,27 @@ def pipeline_students_table(path: str) -> list[str]:
     return lines
 
 
+def fidelity_table(*paths: str) -> list[str]:
+    """`python -m helio_app.fidelity` runs: each label source's fidelity to the full teacher on a student's view
+    stream (all measured epochs pooled), beside the students trained on that source (mean over their seeds)."""
+    lines = ["| view stream | label source | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
+             "| entropy teacher / source | students test % | val % |", "|---" * 9 + "|"]  # fmt: skip
+    for path in paths:
+        run = read(path)
+        stream = f"seed {run['seed']}, every {run['every']}th of {run['student_epochs']} epochs"
+        for name, source in run["sources"].items():
+            row, test, val = source["all"], source["students_test_acc"], source["students_val_acc"]
+            students = "– | –" if test is None else f"{100 * test:.2f} | {100 * val:.2f}"
+            lines.append(
+                f"| {stream} | {MODE_NAMES[name]} | {source['bytes']:,} | {row['kl']:.3f} | {row['agreement']:.3f} "
+                f"| {row['dark_rank_corr']:.3f} | {row['entropy_reference']:.3f} / {row['entropy_labeller']:.3f} "
+                f"| {students} |"
+            )
+    return lines
+
+
 TABLES: dict[str, Callable[..., list[str]]] = {
+    "fidelity": fidelity_table,
     "pipeline": pipeline_table,
     "pipeline_students": pipeline_students_table,
     "students": students_table,

@@ -66,6 +66,17 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     again = _run(root, sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again
 
+    sources = [option for name in ("projector", "stored", "teachers") for option in ("--source", name)]
+    _run(root, sys.executable, "-m", "helio_app.fidelity", *sources, "--every", "2", "--views", "3", "-o", "f.json")
+    fidelity = json.loads((root / "f.json").read_text())
+    assert fidelity["student_epochs"] == 3 and fidelity["command"].startswith("python -m helio_app.fidelity")
+    stored = fidelity["sources"]["stored"]  # the teacher's own labels, replayed on the views they were stored for
+    assert [row["epoch"] for row in stored["epochs"]] == [1, 3] and stored["all"]["views"] == 2 * 4
+    assert stored["all"]["kl"] < 1e-4 and stored["all"]["agreement"] == 1.0
+    assert fidelity["sources"]["projector"]["bytes"] == projector["projector_bytes"]
+    assert fidelity["sources"]["projector"]["students_test_acc"] == students["resnet18"]["projector"]["acc"]
+    assert fidelity["sources"]["teachers"]["all"]["kl"] > 0.0
+
     continual = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/continual/dvc.yaml")
     assert "dvc.yaml:evaluate_continual'" in continual and "Running stage 'prepare'" not in continual
     continual_metrics = json.loads((root / "metrics/continual.json").read_text())
