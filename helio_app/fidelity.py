@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,18 @@ from helio_core.training.labels import SoftLabels, load_stored_labels, online_la
 from helio_core.training.students import StudentInputs, load_student_inputs, make_plan
 from helio_core.workspace import Workspace
 
-SOURCES = ("projector", "teachers", "stored")
+
+class Source(str, Enum):
+    projector = "projector"
+    teachers = "teachers"  # the weak teachers the projector is fit to
+    stored = "stored"
+
+
+class Reference(str, Enum):
+    teacher = "teacher"
+    teachers = "teachers"
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -48,18 +60,19 @@ def labellers(
     return sources, plan
 
 
-def measure(params: Params, names: list[str], seed: int, every: int, views: int) -> dict:
+def measure(params: Params, names: list[str], reference: str, seed: int, every: int, views: int) -> dict:
     """The fidelity rows of every source, joined with the students' scores of metrics/students.json."""
     workspace = Workspace()
+    weak = "teachers" in (*names, reference)
     with runtime.started(params.runtime) as here:
-        inputs = load_student_inputs(workspace, here, params.student.teacher_batchnorm, "teachers" in names)
+        inputs = load_student_inputs(workspace, here, params.student.teacher_batchnorm, weak)
         sources, plan = labellers(names, inputs, workspace, params, seed)
+        judge = online_labels(inputs.teacher if reference == "teacher" else inputs.weak_teachers)
         epochs = list(range(0, plan.epochs, every))
         with parametrize.cached(), here.autocast():
             rows = stream_fidelity(
-                online_labels(inputs.teacher), sources, inputs.distilled, plan, params.student.temperature, epochs,
-                views, here.device,
-            )  # fmt: skip
+                judge, sources, inputs.distilled, plan, params.student.temperature, epochs, views, here.device
+            )
     table = artifacts.read_json(workspace.students().metrics) if workspace.students().metrics.exists() else {}
     arch = params.student.archs[0]
     students = {name: table.get(arch, {}).get(name, {}) for name in names}
@@ -67,7 +80,7 @@ def measure(params: Params, names: list[str], seed: int, every: int, views: int)
              "stored": [workspace.students().stored_file(seed)]}  # fmt: skip
     return {
         "seed": seed, "every": every, "views_per_epoch": views, "temperature": params.student.temperature,
-        "reference": inputs.teacher_file.name, "arch": arch, "student_epochs": plan.epochs,
+        "reference": reference, "arch": arch, "student_epochs": plan.epochs,
         "sources": {
             name: {"bytes": sum(file.stat().st_size for file in files[name]), "all": rows[name][-1],
                    "epochs": rows[name][:-1], "students_val_acc": students[name].get("val_acc"),
@@ -95,22 +108,22 @@ def show(result: dict) -> None:
 def main(
     params_file: Annotated[Path, typer.Option("--params", "-p", help="params file of the run")] = Path("params.yaml"),
     set_: Annotated[list[str] | None, typer.Option("--set", "-S", help="override, e.g. -S runtime.device=cpu")] = None,
-    source: Annotated[list[str] | None, typer.Option(help=f"label sources to measure: {', '.join(SOURCES)}")] = None,
+    source: Annotated[list[Source] | None, typer.Option(help="label sources to measure")] = None,
+    reference: Annotated[Reference, typer.Option(help="measured against the full teacher or the weak teachers")] = (
+        Reference.teacher
+    ),
     seed: Annotated[int, typer.Option(help="whose view stream: one of student.seeds")] = 0,
     every: Annotated[int, typer.Option(min=1, help="measure every Nth epoch of the stream")] = 10,
     views: Annotated[int, typer.Option(min=1, help="views per measured epoch (whole batches)")] = 256,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON file of every row")] = Path("fidelity.json"),
 ) -> None:
-    """Measure the label sources' fidelity to the full teacher on a student's view stream; print and write it."""
-    names = source or ["projector", "stored"]
+    """Measure label sources' fidelity to a reference on a student's view stream; print it and write it."""
+    names = [name.value for name in source or (Source.projector, Source.stored)]
     try:
-        unknown = sorted(set(names) - set(SOURCES))
-        if unknown:
-            raise HelioError(f"--source {unknown[0]!r} is not one of {', '.join(SOURCES)}")
         params = load_params(params_file, set_)
         if seed not in params.student.seeds:
             raise HelioError(f"--seed {seed} is not one of student.seeds {params.student.seeds}")
-        result = measure(params, names, seed, every, views)
+        result = measure(params, names, reference.value, seed, every, views)
     except HelioError as error:
         fail(error)
     command = shlex.join(["python", "-m", "helio_app.fidelity", *sys.argv[1:]])

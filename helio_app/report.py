@@ -186,20 +186,23 @@ def pipeline_students_table(path: str) -> list[str]:
 
 
 def fidelity_table(*paths: str) -> list[str]:
-    """`python -m helio_app.fidelity` runs: each label source's fidelity to the full teacher on a student's view
-    stream (all measured epochs pooled), beside the students trained on that source (mean over their seeds)."""
-    lines = ["| view stream | label source | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
-             "| entropy teacher / source | students test % | val % |", "|---" * 9 + "|"]  # fmt: skip
+    """`python -m helio_app.fidelity` runs: each label source's fidelity to a reference (the full teacher or the weak
+    teachers) on a student's view stream, all measured epochs pooled, beside the students trained on that source
+    (mean over their seeds)."""
+    lines = ["| view stream | label source | against | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
+             "| entropy reference / source | students test % | val % |", "|---" * 10 + "|"]  # fmt: skip
+    against = {"teacher": "full teacher", "teachers": "weak teachers"}
     for path in paths:
         run = read(path)
         stream = f"seed {run['seed']}, every {run['every']}th of {run['student_epochs']} epochs"
         for name, source in run["sources"].items():
             row, test, val = source["all"], source["students_test_acc"], source["students_val_acc"]
             students = "– | –" if test is None else f"{100 * test:.2f} | {100 * val:.2f}"
+            scores = " | ".join(f"{row[key]:.3f}" for key in ("kl", "agreement", "dark_rank_corr"))
+            entropy = f"{row['entropy_reference']:.3f} / {row['entropy_labeller']:.3f}"
             lines.append(
-                f"| {stream} | {MODE_NAMES[name]} | {source['bytes']:,} | {row['kl']:.3f} | {row['agreement']:.3f} "
-                f"| {row['dark_rank_corr']:.3f} | {row['entropy_reference']:.3f} / {row['entropy_labeller']:.3f} "
-                f"| {students} |"
+                f"| {stream} | {MODE_NAMES[name]} | {against[run['reference']]} | {source['bytes']:,} | {scores} "
+                f"| {entropy} | {students} |"
             )
     return lines
 

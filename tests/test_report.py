@@ -27,7 +27,7 @@ def test_a_students_table_has_a_row_per_mode_with_mean_std_and_bytes(tmp_path):
 def test_a_fidelity_table_has_a_row_per_label_source(tmp_path):
     pooled = {"epoch": "all", "views": 3072, "kl": 0.8234, "agreement": 0.82, "dark_rank_corr": 0.8651,
               "entropy_reference": 0.91, "entropy_labeller": 1.2}  # fmt: skip
-    run = {"seed": 0, "every": 10, "student_epochs": 300,
+    run = {"seed": 0, "every": 10, "student_epochs": 300, "reference": "teacher",
            "sources": {"projector": {"bytes": 311500, "all": pooled, "students_test_acc": 0.7648,
                                      "students_val_acc": 0.7724},
                        "teachers": {"bytes": 90000000, "all": pooled, "students_test_acc": None,
@@ -35,7 +35,8 @@ def test_a_fidelity_table_has_a_row_per_label_source(tmp_path):
     (tmp_path / "fidelity-seed0.json").write_text(json.dumps(run))
     table = render("fidelity fidelity-*.json", tmp_path).splitlines()
     assert table[2] == (
-        "| seed 0, every 10th of 300 epochs | projector (helio) | 311,500 | 0.823 | 0.820 | 0.865 | 0.910 / 1.200 "
+        "| seed 0, every 10th of 300 epochs | projector (helio) | full teacher | 311,500 | 0.823 | 0.820 | 0.865 "
+        "| 0.910 / 1.200 "
         "| 76.48 | 77.24 |"
     )
     assert table[3].endswith("| – | – |") and len(table) == 4
