@@ -61,7 +61,8 @@ def labellers(
 
 
 def measure(params: Params, names: list[str], reference: str, seed: int, every: int, views: int) -> dict:
-    """The fidelity rows of every source, joined with the students' scores of metrics/students.json."""
+    """The fidelity rows of every source, joined with the students' scores of metrics/students.json where those
+    students trained on this stream's length and IPC."""
     workspace = Workspace()
     weak = "teachers" in (*names, reference)
     with runtime.started(params.runtime) as here:
@@ -75,7 +76,8 @@ def measure(params: Params, names: list[str], reference: str, seed: int, every: 
             )
     table = artifacts.read_json(workspace.students().metrics) if workspace.students().metrics.exists() else {}
     arch = params.student.archs[0]
-    students = {name: table.get(arch, {}).get(name, {}) for name in names}
+    same_run = (table.get("epochs"), table.get("ipc")) == (plan.epochs, params.select.ipc)
+    students = {name: table.get(arch, {}).get(name, {}) if same_run else {} for name in names}
     files = {"projector": [workspace.projector], "teachers": inputs.weak_teacher_files,
              "stored": [workspace.students().stored_file(seed)]}  # fmt: skip
     return {
