@@ -10,6 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -44,8 +45,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def labellers(
     names: list[str], inputs: StudentInputs, workspace: Workspace, params: Params, seed: int
 ) -> tuple[dict[str, SoftLabels], ViewPlan]:
-    """The label sources by name, and the plan they are replayed on: the stored file's own plan where `stored` is
-    measured (it is what those labels label), else the seed's plan as evaluate_students draws it."""
+    """The label sources by name, and the plan they are replayed on: the seed's plan as evaluate_students draws it,
+    which stored labels must have been written for."""
     size = inputs.distilled.images.shape[-1]
     plan = make_plan(len(inputs.distilled.labels), size, params.student, params.student_crop_scale, seed)
     sources: dict[str, SoftLabels] = {}
@@ -55,7 +56,12 @@ def labellers(
         elif name == "teachers":
             sources[name] = online_labels(inputs.weak_teachers)
         else:
-            logits, plan = load_stored_labels(workspace.students().stored_file(seed))
+            file = workspace.students().stored_file(seed)
+            logits, stored_plan = load_stored_labels(file)
+            if stored_plan.tensors().keys() != plan.tensors().keys() or not all(
+                torch.equal(stored_plan.tensors()[key], tensor) for key, tensor in plan.tensors().items()
+            ):
+                raise HelioError(f"{file}: stored for another view stream than these params draw (student.epochs?)")
             sources[name] = replayed_labels(logits)
     return sources, plan
 

@@ -76,9 +76,13 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert fidelity["sources"]["projector"]["bytes"] == projector["projector_bytes"]
     assert fidelity["sources"]["projector"]["students_test_acc"] == students["resnet18"]["projector"]["acc"]
     assert fidelity["sources"]["teachers"]["all"]["kl"] > 0.0
-    _run(root, sys.executable, "-m", "helio_app.fidelity", "-S", "student.epochs=2", "--views", "3", "-o", "f2.json")
-    shorter = json.loads((root / "f2.json").read_text())  # not the stream those students trained on: not joined
-    assert shorter["student_epochs"] == 2 and shorter["sources"]["projector"]["students_test_acc"] is None
+    shorter = [sys.executable, "-m", "helio_app.fidelity", "-S", "student.epochs=2", "--views", "3", "-o", "f2.json"]
+    _run(root, *shorter, "--source", "projector")
+    shorter_run = json.loads((root / "f2.json").read_text())  # not the stream those students trained on: not joined
+    assert shorter_run["student_epochs"] == 2 and shorter_run["sources"]["projector"]["students_test_acc"] is None
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    refused = subprocess.run([*shorter, "--source", "stored"], cwd=root, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "seed_0.safetensors: stored for another view stream" in refused.stderr
 
     continual = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/continual/dvc.yaml")
     assert "dvc.yaml:evaluate_continual'" in continual and "Running stage 'prepare'" not in continual
