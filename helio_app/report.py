@@ -185,25 +185,35 @@ def pipeline_students_table(path: str) -> list[str]:
     return lines
 
 
+FIDELITY_SCORES = ("kl", "agreement", "dark_rank_corr", "entropy_reference", "entropy_labeller")
+
+
 def fidelity_table(*paths: str) -> list[str]:
-    """`python -m helio_app.fidelity` runs: each label source's fidelity to a reference (the full teacher or the weak
-    teachers) on a student's view stream, all measured epochs pooled, beside the students trained on that source
-    (mean over their seeds)."""
-    lines = ["| view stream | label source | against | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
-             "| entropy reference / source | students test % | val % |", "|---" * 10 + "|"]  # fmt: skip
-    against = {"teacher": "full teacher", "teachers": "weak teachers"}
+    """`python -m helio_app.fidelity` runs (results/fidelity-<run>-seed<S>[-<note>].json): per run, label source
+    and reference (the full teacher or the weak teachers), its fidelity on the students' view streams, all measured
+    epochs pooled and averaged over the seeds' streams, beside the students trained on that source (mean over
+    their seeds)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for path in paths:
         run = read(path)
-        stream = f"seed {run['seed']}, every {run['every']}th of {run['student_epochs']} epochs"
+        label = re.sub(r"-seed\d+(-.*)?$", "", Path(path).stem.removeprefix("fidelity-"))
         for name, source in run["sources"].items():
-            row, test, val = source["all"], source["students_test_acc"], source["students_val_acc"]
-            students = "– | –" if test is None else f"{100 * test:.2f} | {100 * val:.2f}"
-            scores = " | ".join(f"{row[key]:.3f}" for key in ("kl", "agreement", "dark_rank_corr"))
-            entropy = f"{row['entropy_reference']:.3f} / {row['entropy_labeller']:.3f}"
-            lines.append(
-                f"| {stream} | {MODE_NAMES[name]} | {against[run['reference']]} | {source['bytes']:,} | {scores} "
-                f"| {entropy} | {students} |"
-            )
+            groups.setdefault((label, name, run["reference"]), []).append({**run, "source": source})
+    lines = ["| run | label source | against | streams | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
+             "| entropy reference / source | students test % | val % |", "|---" * 11 + "|"]  # fmt: skip
+    against = {"teacher": "full teacher", "teachers": "weak teachers"}
+    for (label, name, reference), runs in groups.items():
+        sources = [run["source"] for run in runs]
+        mean = {key: sum(source["all"][key] for source in sources) / len(sources) for key in FIDELITY_SCORES}
+        streams = f"seeds {', '.join(str(run['seed']) for run in runs)} × {runs[0]['student_epochs']} epochs"
+        test, val = sources[0]["students_test_acc"], sources[0]["students_val_acc"]
+        students = "– | –" if test is None else f"{100 * test:.2f} | {100 * val:.2f}"
+        scores = " | ".join(f"{mean[key]:.3f}" for key in ("kl", "agreement", "dark_rank_corr"))
+        entropy = f"{mean['entropy_reference']:.3f} / {mean['entropy_labeller']:.3f}"
+        lines.append(
+            f"| {label} | {MODE_NAMES[name]} | {against[reference]} | {streams} | {sources[0]['bytes']:,} | {scores} "
+            f"| {entropy} | {students} |"
+        )
     return lines
 
 

@@ -24,22 +24,29 @@ def test_a_students_table_has_a_row_per_mode_with_mean_std_and_bytes(tmp_path):
     assert table[3].startswith("| resnet18 | hard labels | 60.00 ± 0.35 |") and len(table) == 4
 
 
-def test_a_fidelity_table_has_a_row_per_label_source(tmp_path):
-    pooled = {"epoch": "all", "views": 3072, "kl": 0.8234, "agreement": 0.82, "dark_rank_corr": 0.8651,
-              "entropy_reference": 0.91, "entropy_labeller": 1.2}  # fmt: skip
-    run = {"seed": 0, "every": 10, "student_epochs": 300, "reference": "teacher",
-           "sources": {"projector": {"bytes": 311500, "all": pooled, "students_test_acc": 0.7648,
-                                     "students_val_acc": 0.7724},
-                       "teachers": {"bytes": 90000000, "all": pooled, "students_test_acc": None,
-                                    "students_val_acc": None}}}  # fmt: skip
-    (tmp_path / "fidelity-seed0.json").write_text(json.dumps(run))
+def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
+    def pooled(kl, agreement):
+        return {"epoch": "all", "views": 3072, "kl": kl, "agreement": agreement, "dark_rank_corr": 0.8651,
+                "entropy_reference": 0.91, "entropy_labeller": 1.2}  # fmt: skip
+
+    for seed, kl in ((0, 0.8), (1, 0.9)):
+        run = {"seed": seed, "every": 10, "student_epochs": 300, "reference": "teacher",
+               "sources": {"projector": {"bytes": 311500, "all": pooled(kl, 0.8 + seed / 10),
+                                         "students_test_acc": 0.7648, "students_val_acc": 0.7724},
+                           "teachers": {"bytes": 90000000, "all": pooled(0.1, 1.0), "students_test_acc": None,
+                                        "students_val_acc": None}}}  # fmt: skip
+        (tmp_path / f"fidelity-default-seed{seed}.json").write_text(json.dumps(run))
+    weak = {**run, "reference": "teachers", "sources": {"projector": run["sources"]["projector"]}}
+    # the same run against another reference: a row of its own
+    (tmp_path / "fidelity-default-seed1-weak.json").write_text(json.dumps(weak))
     table = render("fidelity fidelity-*.json", tmp_path).splitlines()
     assert table[2] == (
-        "| seed 0, every 10th of 300 epochs | projector (helio) | full teacher | 311,500 | 0.823 | 0.820 | 0.865 "
-        "| 0.910 / 1.200 "
-        "| 76.48 | 77.24 |"
+        "| default | projector (helio) | full teacher | seeds 0, 1 × 300 epochs | 311,500 | 0.850 | 0.850 | 0.865 "
+        "| 0.910 / 1.200 | 76.48 | 77.24 |"
     )
-    assert table[3].endswith("| – | – |") and len(table) == 4
+    assert table[3].startswith("| default | weak teachers") and table[3].endswith("| – | – |")
+    assert table[4].startswith("| default | projector (helio) | weak teachers | seeds 1 × 300 epochs |")
+    assert len(table) == 5
 
 
 def test_a_stale_block_is_regenerated_and_text_around_it_kept(tmp_path):
