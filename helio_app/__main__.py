@@ -1,5 +1,5 @@
 """`python -m helio_app ...` is the `helio` command (for launchers that want a module, e.g. `torchrun -m`)."""
 
-from helio_app.cli import app
+from helio_app.main import main
 
-app(prog_name="helio")
+main()

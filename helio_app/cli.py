@@ -1,68 +1,16 @@
-"""The `helio` command. Each pipeline stage is one subcommand, the very command dvc.yaml runs, torchrun launches
-(`torchrun --nproc-per-node N --no-python helio fit-projector`) and people type; the tools beside them import
-what they need when they run, so that a stage's process loads only the stage."""
+"""The whole `helio` command: the stage commands (helio_app/stage_commands.py) and the tools beside them, each
+importing what it needs when it runs."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from helio_app.stage import fail, run_stage
-
-app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
-
-ParamsFile = Annotated[Path, typer.Option("--params", "-p", help="params file (as DVC's params.yaml)")]
-Overrides = Annotated[list[str] | None, typer.Option("--set", "-S", help="override, e.g. -S select.ipc=1")]
-PARAMS = Path("params.yaml")
-
-
-@app.command()
-def prepare(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Load the data set named by data.name and write artifacts/data."""
-    run_stage("prepare", params, set_)
-
-
-@app.command("train-teachers")
-def train_teachers(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Train one trajectory from scratch and keep the checkpoints of teachers.keep."""
-    run_stage("train-teachers", params, set_)
-
-
-@app.command("select-patches")
-def select_patches(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Select RDED patches with the observer teacher and write the distilled PNGs."""
-    run_stage("select-patches", params, set_)
-
-
-@app.command("fit-projector")
-def fit_projector(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Fit the projector's LoRA factors to the weak teachers and write artifacts/projector."""
-    run_stage("fit-projector", params, set_)
-
-
-@app.command("refine-images")
-def refine_images(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Refine the distilled images through the adapted encoder (Eq. 7) and write artifacts/refined."""
-    run_stage("refine-images", params, set_)
-
-
-@app.command("evaluate-students")
-def evaluate_students(
-    params: ParamsFile = PARAMS,
-    set_: Overrides = None,
-    arch: Annotated[str | None, typer.Option(help="one of cross_arch.archs: that architecture's Table 2 row")] = None,
-) -> None:
-    """Train students per label mode and seed on the refined images; write metrics/students.json (or, with
-    --arch, metrics/cross_arch/<arch>.json)."""
-    run_stage("evaluate-students", params, set_, arch=arch)
-
-
-@app.command("evaluate-continual")
-def evaluate_continual(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Class-incremental students (GDumb, the paper's Fig. 2); write metrics/continual.json."""
-    run_stage("evaluate-continual", params, set_)
+from helio_app.stage import fail
+from helio_app.stage_commands import PARAMS, Overrides, ParamsFile, app
 
 
 @app.command()
@@ -92,6 +40,38 @@ def students(
     from helio_app.tools import students_table
 
     typer.echo(students_table(paths))
+
+
+class LabelSource(str, Enum):
+    projector = "projector"
+    teachers = "teachers"  # the weak teachers the projector is fit to
+    stored = "stored"
+
+
+class Reference(str, Enum):
+    teacher = "teacher"
+    teachers = "teachers"
+
+
+@app.command()
+def fidelity(
+    params: ParamsFile = PARAMS,
+    set_: Overrides = None,
+    source: Annotated[list[LabelSource] | None, typer.Option(help="label sources (default: projector, stored)")] = None,
+    reference: Annotated[Reference, typer.Option(help="measured against the full teacher or the weak teachers")] = (
+        Reference.teacher
+    ),
+    seed: Annotated[int, typer.Option(help="whose view stream: one of student.seeds")] = 0,
+    every: Annotated[int, typer.Option(min=1, help="measure every Nth epoch of the stream")] = 10,
+    views: Annotated[int, typer.Option(min=1, help="views per measured epoch (whole batches)")] = 256,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON file of every row")] = Path("fidelity.json"),
+) -> None:
+    """Label sources' fidelity to a reference on a student's own view stream (KL at the students' temperature,
+    agreement, dark-knowledge rank correlation, entropy), beside the students trained on them."""
+    from helio_app.fidelity import fidelity_command
+
+    names = [name.value for name in source or (LabelSource.projector, LabelSource.stored)]
+    fidelity_command(params, set_, names, reference.value, seed, every, views, output)
 
 
 @app.command()
@@ -152,11 +132,3 @@ def record(
     from helio_app.report import record_run
 
     record_run(name, command, note)
-
-
-def main() -> None:
-    app(prog_name="helio")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""`python -m helio_app.fidelity`: how faithful each light label source is to the full teacher on a student's own
+"""`helio fidelity`: how faithful each light label source is to the full teacher on a student's own
 view stream (one seed's `ViewPlan` over the refined images), beside what the students trained on it scored, so
 that a table can say which fidelity measure predicts the students. Reads a finished run's workspace."""
 
@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import shlex
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
 
 import torch
-import typer
 from rich.console import Console
 from rich.table import Table
 from torch.nn.utils import parametrize
@@ -26,20 +23,6 @@ from helio_core.training.fidelity import stream_fidelity
 from helio_core.training.labels import SoftLabels, load_stored_labels, online_labels, replayed_labels
 from helio_core.training.students import StudentInputs, load_student_inputs, make_plan
 from helio_core.workspace import Workspace
-
-
-class Source(str, Enum):
-    projector = "projector"
-    teachers = "teachers"  # the weak teachers the projector is fit to
-    stored = "stored"
-
-
-class Reference(str, Enum):
-    teacher = "teacher"
-    teachers = "teachers"
-
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 def labellers(
@@ -112,32 +95,18 @@ def show(result: dict) -> None:
     Console().print(table)
 
 
-@app.command()
-def main(
-    params_file: Annotated[Path, typer.Option("--params", "-p", help="params file of the run")] = Path("params.yaml"),
-    set_: Annotated[list[str] | None, typer.Option("--set", "-S", help="override, e.g. -S runtime.device=cpu")] = None,
-    source: Annotated[list[Source] | None, typer.Option(help="label sources to measure")] = None,
-    reference: Annotated[Reference, typer.Option(help="measured against the full teacher or the weak teachers")] = (
-        Reference.teacher
-    ),
-    seed: Annotated[int, typer.Option(help="whose view stream: one of student.seeds")] = 0,
-    every: Annotated[int, typer.Option(min=1, help="measure every Nth epoch of the stream")] = 10,
-    views: Annotated[int, typer.Option(min=1, help="views per measured epoch (whole batches)")] = 256,
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSON file of every row")] = Path("fidelity.json"),
-) -> None:
-    """Measure label sources' fidelity to a reference on a student's view stream; print it and write it."""
-    names = [name.value for name in source or (Source.projector, Source.stored)]
+def fidelity_command(
+    params_file: Path, overrides: list[str] | None, names: list[str], reference: str, seed: int, every: int,
+    views: int, output: Path,
+) -> None:  # fmt: skip
+    """`helio fidelity`: measure, print, and write the rows with the command, date and commit that made them."""
     try:
-        params = load_params(params_file, set_)
+        params = load_params(params_file, overrides)
         if seed not in params.student.seeds:
             raise HelioError(f"--seed {seed} is not one of student.seeds {params.student.seeds}")
-        result = measure(params, names, reference.value, seed, every, views)
+        result = measure(params, names, reference, seed, every, views)
     except HelioError as error:
         fail(error)
-    command = shlex.join(["python", "-m", "helio_app.fidelity", *sys.argv[1:]])
+    command = shlex.join(["helio", *sys.argv[1:]])
     artifacts.write_json(output, {"command": command, **provenance(), **result})
     show(result)
-
-
-if __name__ == "__main__":
-    app()

@@ -189,7 +189,7 @@ FIDELITY_SCORES = ("kl", "agreement", "dark_rank_corr", "entropy_reference", "en
 
 
 def fidelity_table(*paths: str) -> list[str]:
-    """`python -m helio_app.fidelity` runs (results/fidelity-<run>-seed<S>[-<note>].json): per run, label source
+    """`helio fidelity` runs (results/fidelity-<run>-seed<S>[-<note>].json): per run, label source
     and reference (the full teacher or the weak teachers), its fidelity on the students' view streams, all measured
     epochs pooled and averaged over the seeds' streams, beside the students trained on that source (mean over
     their seeds)."""

@@ -3,8 +3,9 @@
 - helio_core (the library) imports nothing above it; inside it, each part imports only the parts below it.
 - stages/ modules import only helio_core, never another stage or the app.
 - Every DVC stage (dvc.yaml and the experiments' pipelines) runs `helio <stage>`, and its deps list every project
-  file that command can load: the CLI's module-level imports and the whole import closure of the stage's module
-  (imports inside functions count too). A missing one would let `dvc repro` keep a result the code no longer makes.
+  file that command can load: the entry point's and stage commands' module-level imports and the whole import
+  closure of the stage's module (imports inside functions count too). A missing one would let `dvc repro` keep a
+  result the code no longer makes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from helio_app.stage import STAGES
 from tests.conftest import REPO
 
 PACKAGES = ("helio_core", "helio_app", "stages")
-CLI = Path("helio_app/cli.py")
+# what `helio <stage>` loads before the stage (module-level imports only: the dispatch in main() picks one)
+ENTRY = [Path("helio_app/main.py"), Path("helio_app/stage_commands.py")]
 # helio_core's parts, lowest first: a module may import its own part and the parts before it
 CORE_LAYERS = ["", "data", "models", "training", "methods", "reporting"]  # "": the top-level modules
 
@@ -75,9 +77,10 @@ def closure(starts: list[Path], root: Path = REPO, module_level_only: frozenset[
 
 
 def stage_files(command: str) -> set[Path]:
-    """What `helio <command>` loads: the CLI module (its module-level imports), then the stage's module."""
+    """What `helio <command>` loads: the entry point and the stage commands (their module-level imports, and
+    helio_app/stage.py, which main() reads the stage names from), then the stage's module."""
     stage = module_file(STAGES[command])
-    return closure([CLI, stage], module_level_only=frozenset({CLI}))
+    return closure([*ENTRY, Path("helio_app/stage.py"), stage], module_level_only=frozenset(ENTRY))
 
 
 def library_files() -> list[Path]:

@@ -39,3 +39,31 @@ def test_students_prints_several_tables_as_one(workdir):
     (workdir / "projector.json").write_text(json.dumps({"stored_parameters": 3}))
     refused = runner.invoke(app, ["students", "projector.json"])
     assert refused.exit_code == 2 and "projector.json: not a students' table" in refused.output
+
+
+LOADED_BY = """
+import sys
+sys.argv = ["helio", *sys.argv[1:]]
+from helio_app.main import main
+try:
+    main()
+except SystemExit:
+    pass
+print(sorted(name for name in sys.modules if name.startswith("helio_app")))
+"""
+
+
+def test_a_stage_command_never_loads_the_tools_declarations(workdir):
+    """The stages' dvc.yaml deps leave helio_app/cli.py out: a stage's process must not load it."""
+    import os
+    import subprocess
+    import sys
+
+    env_path = {**os.environ, "PYTHONPATH": str(REPO)}
+    stage = subprocess.run([sys.executable, "-c", LOADED_BY, "prepare", "--help"], capture_output=True, text=True,
+                           env=env_path, cwd=workdir)  # fmt: skip
+    tool = subprocess.run([sys.executable, "-c", LOADED_BY, "info", "--help"], capture_output=True, text=True,
+                          env=env_path, cwd=workdir)  # fmt: skip
+    assert "Usage: helio prepare" in stage.stdout and "helio_app.cli" not in stage.stdout.splitlines()[-1]
+    assert "helio_app.stage_commands" in stage.stdout.splitlines()[-1]
+    assert "Usage: helio info" in tool.stdout and "'helio_app.cli'" in tool.stdout.splitlines()[-1]

@@ -67,16 +67,16 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert "Running stage" not in again
 
     sources = [option for name in ("projector", "stored", "teachers") for option in ("--source", name)]
-    _run(root, sys.executable, "-m", "helio_app.fidelity", *sources, "--every", "2", "--views", "3", "-o", "f.json")
+    _run(root, sys.executable, "-m", "helio_app", "fidelity", *sources, "--every", "2", "--views", "3", "-o", "f.json")
     fidelity = json.loads((root / "f.json").read_text())
-    assert fidelity["student_epochs"] == 3 and fidelity["command"].startswith("python -m helio_app.fidelity")
+    assert fidelity["student_epochs"] == 3 and fidelity["command"].startswith("helio fidelity --source projector")
     stored = fidelity["sources"]["stored"]  # the teacher's own labels, replayed on the views they were stored for
     assert [row["epoch"] for row in stored["epochs"]] == [1, 3] and stored["all"]["views"] == 2 * 4
     assert stored["all"]["kl"] < 1e-4 and stored["all"]["agreement"] == 1.0
     assert fidelity["sources"]["projector"]["bytes"] == projector["projector_bytes"]
     assert fidelity["sources"]["projector"]["students_test_acc"] == students["resnet18"]["projector"]["acc"]
     assert fidelity["sources"]["teachers"]["all"]["kl"] > 0.0
-    shorter = [sys.executable, "-m", "helio_app.fidelity", "-S", "student.epochs=2", "--views", "3", "-o", "f2.json"]
+    shorter = [sys.executable, "-m", "helio_app", "fidelity", "-S", "student.epochs=2", "--views", "3", "-o", "f2.json"]
     _run(root, *shorter, "--source", "projector")
     shorter_run = json.loads((root / "f2.json").read_text())  # not the stream those students trained on: not joined
     assert shorter_run["student_epochs"] == 2 and shorter_run["sources"]["projector"]["students_test_acc"] is None

@@ -57,7 +57,7 @@ def test_same_params_and_seed_on_cpu_give_byte_identical_artifacts(first_run, tm
 STALL_IN_WRITE = """
 import pathlib, sys, time
 import helio_core.artifacts as artifacts
-from helio_app.cli import main
+from helio_app.main import main
 
 write = artifacts.save_file
 

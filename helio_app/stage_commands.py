@@ -1,0 +1,66 @@
+"""The pipeline's stages as `helio` subcommands: the very commands dvc.yaml runs, torchrun launches
+(`torchrun --nproc-per-node N --no-python helio fit-projector`) and people type. A stage's process loads this
+module and the stage's own (dvc.yaml's deps); the tools are declared elsewhere (helio_app/cli.py), so adding one
+reruns no stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from helio_app.stage import run_stage
+
+app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
+
+ParamsFile = Annotated[Path, typer.Option("--params", "-p", help="params file (as DVC's params.yaml)")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", "-S", help="override, e.g. -S select.ipc=1")]
+PARAMS = Path("params.yaml")
+
+
+@app.command()
+def prepare(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Load the data set named by data.name and write artifacts/data."""
+    run_stage("prepare", params, set_)
+
+
+@app.command("train-teachers")
+def train_teachers(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Train one trajectory from scratch and keep the checkpoints of teachers.keep."""
+    run_stage("train-teachers", params, set_)
+
+
+@app.command("select-patches")
+def select_patches(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Select RDED patches with the observer teacher and write the distilled PNGs."""
+    run_stage("select-patches", params, set_)
+
+
+@app.command("fit-projector")
+def fit_projector(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Fit the projector's LoRA factors to the weak teachers and write artifacts/projector."""
+    run_stage("fit-projector", params, set_)
+
+
+@app.command("refine-images")
+def refine_images(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Refine the distilled images through the adapted encoder (Eq. 7) and write artifacts/refined."""
+    run_stage("refine-images", params, set_)
+
+
+@app.command("evaluate-students")
+def evaluate_students(
+    params: ParamsFile = PARAMS,
+    set_: Overrides = None,
+    arch: Annotated[str | None, typer.Option(help="one of cross_arch.archs: that architecture's Table 2 row")] = None,
+) -> None:
+    """Train students per label mode and seed on the refined images; write metrics/students.json (or, with
+    --arch, metrics/cross_arch/<arch>.json)."""
+    run_stage("evaluate-students", params, set_, arch=arch)
+
+
+@app.command("evaluate-continual")
+def evaluate_continual(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Class-incremental students (GDumb, the paper's Fig. 2); write metrics/continual.json."""
+    run_stage("evaluate-continual", params, set_)
