@@ -217,8 +217,51 @@ def fidelity_table(*paths: str) -> list[str]:
     return lines
 
 
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation (ties share their mean rank)."""
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        result = [0.0] * len(values)
+        for value in set(values):
+            places = [i for i, j in enumerate(order) if values[j] == value]
+            for j in (order[i] for i in places):
+                result[j] = sum(places) / len(places)
+        return result
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    covariance = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    spread = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return covariance / spread if spread else float("nan")
+
+
+def fidelity_predictors_table(*paths: str) -> list[str]:
+    """Which fidelity measure predicts the students: across the label sources measured against the full teacher
+    whose students exist, the rank correlation of each measure (averaged over seeds) with their val accuracy."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for path in paths:
+        run = read(path)
+        label = re.sub(r"-seed\d+(-.*)?$", "", Path(path).stem.removeprefix("fidelity-"))
+        for name, source in run["sources"].items():
+            if run["reference"] == "teacher" and source["students_val_acc"] is not None:
+                groups.setdefault((label, name), []).append(source)
+    val = [sources[0]["students_val_acc"] for sources in groups.values()]
+    names = {"kl": "KL·T² (lower is better)", "agreement": "top-1 agreement", "dark_rank_corr": "dark-knowledge rank "
+             "corr.", "entropy_labeller": "entropy of the source's labels"}  # fmt: skip
+    lines = [
+        f"| measure on the students' views | Spearman with students' val % ({len(val)} label sources) |",
+        "|---|---|",
+    ]
+    for key, title in names.items():
+        means = [sum(source["all"][key] for source in sources) / len(sources) for sources in groups.values()]
+        lines.append(f"| {title} | {spearman(means, val):+.2f} |")
+    return lines
+
+
 TABLES: dict[str, Callable[..., list[str]]] = {
     "fidelity": fidelity_table,
+    "fidelity_predictors": fidelity_predictors_table,
     "pipeline": pipeline_table,
     "pipeline_students": pipeline_students_table,
     "students": students_table,

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helio_app.cli import app
-from helio_app.report import refresh, render
+from helio_app.report import refresh, render, spearman
 from helio_core.errors import HelioError
 from tests.conftest import REPO
 
@@ -47,6 +47,29 @@ def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
     assert table[3].startswith("| default | weak teachers") and table[3].endswith("| – | – |")
     assert table[4].startswith("| default | projector (helio) | weak teachers | seeds 1 × 300 epochs |")
     assert len(table) == 5
+
+
+def test_spearman_on_hand_computed_ranks_with_ties():
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)  # ranks (0.5, 0.5, 2) against (0, 1, 2)
+
+
+def test_the_predictors_table_correlates_each_measure_with_the_students(tmp_path):
+    def source(kl, agreement, val):
+        pooled = {"kl": kl, "agreement": agreement, "dark_rank_corr": 1 - kl, "entropy_labeller": kl}
+        return {"bytes": 1, "all": pooled, "students_test_acc": val, "students_val_acc": val}
+
+    for name, (kl, agreement, val) in {"a": (0.1, 0.9, 0.8), "b": (0.5, 0.95, 0.7), "c": (0.9, 0.5, 0.6)}.items():
+        run = {"reference": "teacher", "sources": {"projector": source(kl, agreement, val)}}
+        (tmp_path / f"fidelity-{name}-seed0.json").write_text(json.dumps(run))
+    against_weak = {
+        "reference": "teachers",
+        "sources": {"projector": source(0.0, 1.0, 0.1)},
+    }  # left out: not vs teacher
+    (tmp_path / "fidelity-a-seed0-weak.json").write_text(json.dumps(against_weak))
+    table = render("fidelity_predictors fidelity-*.json", tmp_path).splitlines()
+    assert table[0].endswith("(3 label sources) |")
+    assert table[2] == "| KL·T² (lower is better) | -1.00 |" and table[3] == "| top-1 agreement | +0.50 |"
 
 
 def test_a_stale_block_is_regenerated_and_text_around_it_kept(tmp_path):
