@@ -41,9 +41,8 @@ def labellers(
         else:
             file = workspace.students().stored_file(seed)
             logits, stored_plan = load_stored_labels(file)
-            if stored_plan.tensors().keys() != plan.tensors().keys() or not all(
-                torch.equal(stored_plan.tensors()[key], tensor) for key, tensor in plan.tensors().items()
-            ):
+            stored_tensors = stored_plan.tensors()
+            if not all(torch.equal(stored_tensors[key], tensor) for key, tensor in plan.tensors().items()):
                 raise HelioError(f"{file}: stored for another view stream than these params draw (student.epochs?)")
             sources[name] = replayed_labels(logits)
     return sources, plan
@@ -63,12 +62,13 @@ def measure(params: Params, names: list[str], reference: str, seed: int, every: 
             rows = stream_fidelity(
                 judge, sources, inputs.distilled, plan, params.student.temperature, epochs, views, here.device
             )
-    table = artifacts.read_json(workspace.students().metrics) if workspace.students().metrics.exists() else {}
+    outputs = workspace.students()
+    table = artifacts.read_json(outputs.metrics) if outputs.metrics.exists() else {}
     arch = params.student.archs[0]
     same_run = (table.get("epochs"), table.get("ipc")) == (plan.epochs, params.select.ipc)
     students = {name: table.get(arch, {}).get(name, {}) if same_run else {} for name in names}
     files = {"projector": [workspace.projector], "teachers": inputs.weak_teacher_files,
-             "stored": [workspace.students().stored_file(seed)]}  # fmt: skip
+             "stored": [outputs.stored_file(seed)]}  # fmt: skip
     return {
         "seed": seed, "every": every, "views_per_epoch": views, "temperature": params.student.temperature,
         "reference": reference, "arch": arch, "student_epochs": plan.epochs,

@@ -188,30 +188,38 @@ def pipeline_students_table(path: str) -> list[str]:
 FIDELITY_SCORES = ("kl", "agreement", "dark_rank_corr", "entropy_reference", "entropy_labeller")
 
 
-def fidelity_table(*paths: str) -> list[str]:
-    """`helio fidelity` runs (results/fidelity-<run>-seed<S>[-<note>].json): per run, label source
-    and reference (the full teacher or the weak teachers), its fidelity on the students' view streams, all measured
-    epochs pooled and averaged over the seeds' streams, beside the students trained on that source (mean over
-    their seeds)."""
+def fidelity_groups(paths: tuple[str, ...]) -> dict[tuple[str, str, str], list[dict]]:
+    """`helio fidelity` runs (results/fidelity-<run>-seed<S>[-<note>].json) grouped by (run, label source,
+    reference), each entry the run with that source's rows as `source`, in the order first seen."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for path in paths:
         run = read(path)
         label = re.sub(r"-seed\d+(-.*)?$", "", Path(path).stem.removeprefix("fidelity-"))
         for name, source in run["sources"].items():
             groups.setdefault((label, name, run["reference"]), []).append({**run, "source": source})
+    return groups
+
+
+def mean_scores(runs: list[dict], keys: tuple[str, ...] = FIDELITY_SCORES) -> dict[str, float]:
+    """Fidelity scores of a group, pooled over all measured epochs and averaged over the seeds' streams."""
+    return {key: sum(run["source"]["all"][key] for run in runs) / len(runs) for key in keys}
+
+
+def fidelity_table(*paths: str) -> list[str]:
+    """Per run, label source and reference (the full teacher or the weak teachers): its fidelity on the students'
+    view streams, beside the students trained on that source (mean over their seeds)."""
     lines = ["| run | label source | against | streams | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
              "| entropy reference / source | students test % | val % |", "|---" * 11 + "|"]  # fmt: skip
     against = {"teacher": "full teacher", "teachers": "weak teachers"}
-    for (label, name, reference), runs in groups.items():
-        sources = [run["source"] for run in runs]
-        mean = {key: sum(source["all"][key] for source in sources) / len(sources) for key in FIDELITY_SCORES}
+    for (label, name, reference), runs in fidelity_groups(paths).items():
+        source, mean = runs[0]["source"], mean_scores(runs)
         streams = f"seeds {', '.join(str(run['seed']) for run in runs)} × {runs[0]['student_epochs']} epochs"
-        test, val = sources[0]["students_test_acc"], sources[0]["students_val_acc"]
+        test, val = source["students_test_acc"], source["students_val_acc"]
         students = "– | –" if test is None else f"{100 * test:.2f} | {100 * val:.2f}"
         scores = " | ".join(f"{mean[key]:.3f}" for key in ("kl", "agreement", "dark_rank_corr"))
         entropy = f"{mean['entropy_reference']:.3f} / {mean['entropy_labeller']:.3f}"
         lines.append(
-            f"| {label} | {MODE_NAMES[name]} | {against[reference]} | {streams} | {sources[0]['bytes']:,} | {scores} "
+            f"| {label} | {MODE_NAMES[name]} | {against[reference]} | {streams} | {source['bytes']:,} | {scores} "
             f"| {entropy} | {students} |"
         )
     return lines
@@ -221,13 +229,7 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     """Spearman's rank correlation (ties share their mean rank)."""
 
     def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        result = [0.0] * len(values)
-        for value in set(values):
-            places = [i for i, j in enumerate(order) if values[j] == value]
-            for j in (order[i] for i in places):
-                result[j] = sum(places) / len(places)
-        return result
+        return [sum(o < v for o in values) + (sum(o == v for o in values) - 1) / 2 for v in values]
 
     rx, ry = ranks(xs), ranks(ys)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
@@ -239,23 +241,20 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 def fidelity_predictors_table(*paths: str) -> list[str]:
     """Which fidelity measure predicts the students: across the label sources measured against the full teacher
     whose students exist, the rank correlation of each measure (averaged over seeds) with their val accuracy."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for path in paths:
-        run = read(path)
-        label = re.sub(r"-seed\d+(-.*)?$", "", Path(path).stem.removeprefix("fidelity-"))
-        for name, source in run["sources"].items():
-            if run["reference"] == "teacher" and source["students_val_acc"] is not None:
-                groups.setdefault((label, name), []).append(source)
-    val = [sources[0]["students_val_acc"] for sources in groups.values()]
+    groups = [
+        runs for (_, _, reference), runs in fidelity_groups(paths).items()
+        if reference == "teacher" and runs[0]["source"]["students_val_acc"] is not None
+    ]  # fmt: skip
+    val = [runs[0]["source"]["students_val_acc"] for runs in groups]
     names = {"kl": "KL·T² (lower is better)", "agreement": "top-1 agreement", "dark_rank_corr": "dark-knowledge rank "
              "corr.", "entropy_labeller": "entropy of the source's labels"}  # fmt: skip
     lines = [
         f"| measure on the students' views | Spearman with students' val % ({len(val)} label sources) |",
         "|---|---|",
     ]
+    means = [mean_scores(runs, tuple(names)) for runs in groups]
     for key, title in names.items():
-        means = [sum(source["all"][key] for source in sources) / len(sources) for sources in groups.values()]
-        lines.append(f"| {title} | {spearman(means, val):+.2f} |")
+        lines.append(f"| {title} | {spearman([mean[key] for mean in means], val):+.2f} |")
     return lines
 
 
