@@ -44,6 +44,7 @@ def students(
 
 class LabelSource(str, Enum):
     projector = "projector"
+    label_net = "label_net"  # the distilled label network (stage fit_label_net)
     teachers = "teachers"  # the weak teachers the projector is fit to
     stored = "stored"
 

@@ -36,6 +36,8 @@ def labellers(
     for name in names:
         if name == "projector":
             sources[name] = online_labels(inputs.projector)
+        elif name == "label_net":
+            sources[name] = online_labels(inputs.label_net)
         elif name == "teachers":
             sources[name] = online_labels(inputs.weak_teachers)
         else:
@@ -54,7 +56,7 @@ def measure(params: Params, names: list[str], reference: str, seed: int, every: 
     workspace = Workspace()
     weak = "teachers" in (*names, reference)
     with runtime.started(params.runtime) as here:
-        inputs = load_student_inputs(workspace, here, params.student.teacher_batchnorm, weak)
+        inputs = load_student_inputs(workspace, here, params.student.teacher_batchnorm, weak, "label_net" in names)
         sources, plan = labellers(names, inputs, workspace, params, seed)
         judge = online_labels(inputs.teacher if reference == "teacher" else inputs.weak_teachers)
         epochs = list(range(0, plan.epochs, every))
@@ -67,7 +69,8 @@ def measure(params: Params, names: list[str], reference: str, seed: int, every: 
     arch = params.student.archs[0]
     same_run = (table.get("epochs"), table.get("ipc")) == (plan.epochs, params.select.ipc)
     students = {name: table.get(arch, {}).get(name, {}) if same_run else {} for name in names}
-    files = {"projector": [workspace.projector], "teachers": inputs.weak_teacher_files,
+    files = {"projector": [workspace.projector], "label_net": [workspace.label_net],
+             "teachers": inputs.weak_teacher_files,
              "stored": [outputs.stored_file(seed)]}  # fmt: skip
     return {
         "seed": seed, "every": every, "views_per_epoch": views, "temperature": params.student.temperature,

@@ -25,8 +25,8 @@ from helio_core.errors import HelioError
 from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
-METRICS = ("students", "projector", "storage", "teachers", "refine")
-MODES = ("projector", "teacher", "stored", "hard", "teachers")
+METRICS = ("students", "projector", "label_net", "storage", "teachers", "refine")
+MODES = ("projector", "label_net", "teacher", "stored", "hard", "teachers")
 
 
 def read(path: str) -> dict:
@@ -75,9 +75,10 @@ def students_table(path: str) -> list[str]:
 
 
 def run_table(*paths: str) -> list[str]:
-    """What the default run's stages recorded: the teachers, the projector and refinement, the students' stage."""
-    teachers, projector, refine, students = (read(path) for path in paths)
-    after = projector["after_lora"]
+    """What the default run's stages recorded: the teachers, the projector, the label network, refinement, and the
+    students' stage."""
+    teachers, projector, label_net, refine, students = (read(path) for path in paths)
+    after, shipped = projector["after_lora"], label_net["shipped"]
     return [
         "| stage | what it measured | wall seconds |",
         "|---|---|---|",
@@ -86,6 +87,10 @@ def run_table(*paths: str) -> list[str]:
         f"| fit_projector | {projector['projector_bytes']:,} B, {projector['stored_parameters']:,} stored parameters; "
         f"{100 * after['acc']:.1f} % test accuracy, {100 * after['agreement']:.1f} % agreement with its target "
         f"| {projector['wall_seconds']:.0f} |",
+        f"| fit_label_net | {label_net['label_net_bytes']:,} B ({label_net['dtype']}), "
+        f"{label_net['stored_parameters']:,} parameters; {100 * shipped['acc']:.1f} % val accuracy, "
+        f"{100 * shipped['agreement']:.1f} % agreement, KL·T² {shipped['kl']:.3f} to its target "
+        f"| {label_net['wall_seconds']:.0f} |",
         f"| refine_images | projector/teacher agreement on the images {100 * refine['before']['agreement']:.1f} % → "
         f"{100 * refine['after']['agreement']:.1f} % | {refine['wall_seconds']:.0f} |",
         f"| evaluate_students | {sum(students[a][m]['seeds'] for a in students['archs'] for m in students[a])} "
@@ -95,12 +100,13 @@ def run_table(*paths: str) -> list[str]:
 
 def ipc_table(*paths: str) -> list[str]:
     """One row per run (records or metrics files) of the default at another IPC: every label mode's test %."""
-    lines = ["| IPC | " + " | ".join(MODE_NAMES[m] for m in MODES[:4]) + " | PNG bytes | stored-label bytes |"]
-    lines.append("|---" * 7 + "|")
+    shown = ("projector", "label_net", "teacher", "stored", "hard")
+    lines = ["| IPC | " + " | ".join(MODE_NAMES[m] for m in shown) + " | PNG bytes | stored-label bytes |"]
+    lines.append("|---" * (len(shown) + 3) + "|")
     runs = [read(path) for path in paths]
     for students in sorted((run.get("metrics", {}).get("students", run) for run in runs), key=lambda s: s["ipc"]):
         row = students[students["archs"][0]]
-        cells = " | ".join(percent(row[m]) if m in row else "–" for m in MODES[:4])
+        cells = " | ".join(percent(row[m]) if m in row else "–" for m in shown)
         stored = f"{row['stored']['extra_storage_bytes']:,}" if "stored" in row else "–"
         lines.append(f"| {students['ipc']} | {cells} | {students['images_bytes']:,} | {stored} |")
     return lines

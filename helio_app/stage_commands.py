@@ -43,6 +43,12 @@ def fit_projector(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
     run_stage("fit-projector", params, set_)
 
 
+@app.command("fit-label-net")
+def fit_label_net(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+    """Distil the label network from the teacher on student-style views and write artifacts/label_net."""
+    run_stage("fit-label-net", params, set_)
+
+
 @app.command("refine-images")
 def refine_images(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
     """Refine the distilled images through the adapted encoder (Eq. 7) and write artifacts/refined."""

@@ -22,8 +22,9 @@ Count = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 # the registered architectures (helio_core.models.architectures), named here so that reading params needs no torch
 Arch = Literal["efficientnet_b0", "mobilenet_v2", "resnet18", "resnet18_cifar", "shufflenet_v2", "swin_v2_t", "vgg11"]
-LabelMode = Literal["projector", "teacher", "hard", "stored", "teachers"]  # teachers: the projector's target
-OnlineLabelMode = Literal["projector", "teacher", "hard"]
+# teachers: the projector's target; label_net: the distilled label network (stage fit_label_net)
+LabelMode = Literal["projector", "label_net", "teacher", "hard", "stored", "teachers"]
+OnlineLabelMode = Literal["projector", "label_net", "teacher", "hard"]
 
 
 class Section(BaseModel):
@@ -157,6 +158,29 @@ class LoraParams(Section):
         return self
 
 
+class LabelNetParams(Section):
+    """A small ConvNet trained from scratch to reproduce the teacher's soft labels on student-style views of the
+    train split (label mode `label_net`), shipped whole: the "just compress the teacher" light label source."""
+
+    widths: list[Positive]  # channels of each block (two 3x3 conv-BN-ReLU, then a 2x2 max-pool)
+    teachers: Literal["last"] | list[int]  # last: the full teacher (the `teacher` mode's); or kept epochs
+    target: Literal["mean_logits", "mean_probs"]  # how listed teachers are combined (as projector.target)
+    train_images: Positive | None  # train-split images its views are drawn from (None: all)
+    eval_images: Positive  # val-split images its fidelity is reported on
+    epochs: Positive  # passes over the train images, fresh views each
+    batch_size: Positive
+    lr: PositiveFloat  # AdamW, 5 % warm-up, cosine to zero
+    weight_decay: float
+    temperature: PositiveFloat  # of the distillation KL
+    dtype: Literal["fp32", "fp16", "int8"]  # storage: int8 is per-output-channel symmetric on conv/linear weights
+
+    @model_validator(mode="after")
+    def _widths(self) -> LabelNetParams:
+        if not self.widths:
+            raise HelioError("label_net.widths must list at least one block width")
+        return self
+
+
 class RefineParams(Section):
     """Image refinement through the adapted encoder (paper Eq. 7): make each image's features survive
     down- and up-sampling by `scale`."""
@@ -257,6 +281,7 @@ class Params(Section):
     select: SelectParams
     projector: ProjectorParams
     lora: LoraParams
+    label_net: LabelNetParams
     refine: RefineParams
     student: StudentParams
     continual: ContinualParams
@@ -265,9 +290,10 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Params:
-        missing = sorted(set(self.projector.teachers or []) - set(self.teachers.keep))
-        if missing:
-            raise HelioError(f"projector.teachers lists epochs {missing} that teachers.keep does not keep")
+        for key, listed in (("projector", self.projector.teachers), ("label_net", self.label_net.teachers)):
+            missing = sorted(set(listed if isinstance(listed, list) else []) - set(self.teachers.keep))
+            if missing:
+                raise HelioError(f"{key}.teachers lists epochs {missing} that teachers.keep does not keep")
         if self.data.size % self.select.factor:
             raise HelioError(f"select.factor={self.select.factor} must divide data.size={self.data.size}")
         if self.data.size % self.refine.scale:

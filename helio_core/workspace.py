@@ -109,6 +109,15 @@ class Workspace:
     def projector_metrics(self) -> Path:
         return self._at("metrics", "projector.json")
 
+    # fit_label_net
+    @property
+    def label_net(self) -> Path:
+        return self._at("artifacts", "label_net", "label_net.safetensors")
+
+    @property
+    def label_net_metrics(self) -> Path:
+        return self._at("metrics", "label_net.json")
+
     # evaluate_students, evaluate_arch, evaluate_continual
     def students(self) -> StudentOutputs:
         return StudentOutputs(

@@ -35,7 +35,8 @@ from helio_core.workspace import Workspace
 def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT) -> dict:
     runtime.require_single("evaluate_continual")
     config, student = params.continual, params.student
-    inputs = load_student_inputs(workspace, runtime, student.teacher_batchnorm)
+    label_net = "label_net" in config.label_modes
+    inputs = load_student_inputs(workspace, runtime, student.teacher_batchnorm, label_net=label_net)
     classes = inputs.distilled.classes
     schedules = {steps: class_steps(len(classes), steps, config.class_order_seed) for steps in config.steps}
     seen_sets = distinct_seen_sets(schedules)
@@ -71,7 +72,8 @@ def _seen_set_accuracy(
     plan = make_plan(len(memory), images.shape[-1], student, params.student_crop_scale, seed)
     model = new_student(student.archs[0], len(inputs.distilled.classes), images, inputs.mean, inputs.std, seed,
                         runtime.device)  # fmt: skip
-    labeller = {"projector": inputs.projector, "teacher": inputs.teacher, "hard": None}[mode]
+    networks = {"projector": inputs.projector, "label_net": inputs.label_net, "teacher": inputs.teacher}
+    labeller = networks.get(mode)
     soft = online_labels(SeenClasses(labeller, seen).to(runtime.device)) if labeller else None
     restricted = SeenClasses(model, seen).to(runtime.device)
     memory_set = ImageSet(images[memory], relabel(labels[memory], seen), [inputs.distilled.classes[c] for c in seen])

@@ -54,7 +54,9 @@ def run(
     config = params.student
     if "stored" in config.label_modes and outputs.stored_labels is None:
         raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
-    inputs = load_student_inputs(workspace, runtime, config.teacher_batchnorm, "teachers" in config.label_modes)
+    modes = config.label_modes
+    batchnorm = config.teacher_batchnorm
+    inputs = load_student_inputs(workspace, runtime, batchnorm, "teachers" in modes, "label_net" in modes)
     distilled, val = inputs.distilled, inputs.val
     curve = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[: config.curve_images]
     curve_set = ImageSet(val.images[curve], val.labels[curve], distilled.classes)
@@ -65,6 +67,7 @@ def run(
     stored, plans = _stored_labels(inputs, plans, params, outputs, runtime, progress)
     sources = {
         "projector": lambda seed: online_labels(inputs.projector),
+        "label_net": lambda seed: online_labels(inputs.label_net),
         "teacher": lambda seed: online_labels(inputs.teacher),
         "teachers": lambda seed: online_labels(inputs.weak_teachers),
         "hard": lambda seed: None,
@@ -129,6 +132,7 @@ def _write_table(
     config = params.student
     extra = {
         "projector": workspace.projector.stat().st_size,
+        "label_net": workspace.label_net.stat().st_size if inputs.label_net is not None else 0,
         "teacher": inputs.teacher_file.stat().st_size,
         "teachers": sum(file.stat().st_size for file in inputs.weak_teacher_files),
         "hard": 0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from helio_core import artifacts
 from helio_core.data.distilled import load_distilled
 from helio_core.data.splits import ImageSet, load_classes, load_split
-from helio_core.methods.projector_fit import FitSplits, fit, fit_splits, plain_batches, student_views, teachers_target
+from helio_core.methods.projector_fit import FitSplits, fit, fit_splits, plain_batches, teachers_target
 from helio_core.models.checkpoints import load_teacher
 from helio_core.models.projector import (
     LABEL_BATCH,
@@ -31,6 +32,8 @@ from helio_core.params import Params, as_dict
 from helio_core.progress import SILENT, Progress
 from helio_core.runtime import CPU, Runtime
 from helio_core.training.engine import agreement, predict_logits
+from helio_core.training.labels import labelled_views
+from helio_core.training.losses import combine_teachers
 from helio_core.workspace import Workspace
 
 
@@ -116,9 +119,10 @@ def _fit(
     if config.views == "plain":
         batches, prefix_blocks = plain_batches(projector, teachers, splits.fit, config, runtime, progress)
     else:
-        batches, prefix_blocks = student_views(
+        combine = partial(combine_teachers, target=config.target, temperature=config.temperature)
+        batches, prefix_blocks = labelled_views(
             splits.fit.images, splits.fit.labels, teachers, len(splits.fit.classes), params.student,
-            params.student_crop_scale, config, runtime,
+            params.student_crop_scale, config.batch_size, combine, runtime,
         ), 0  # fmt: skip
     progress.note(f"projector before fitting (head init only): {before}")
     started = time.perf_counter()

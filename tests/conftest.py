@@ -12,6 +12,7 @@ import torch
 from helio_core.data.splits import classes_sha256
 from helio_core.models.projector import ProjectorSpec, build_projector, save_projector
 from helio_core.params import load_params
+from helio_core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 open_clip.add_model_config(REPO / "tests" / "fixtures" / "tiny-rn-clip.json")
@@ -26,6 +27,27 @@ def write_tiny_clip_projector(folder: Path, path: Path, classes: list[str]) -> P
     projector = build_projector(spec, classes, logit_scale=10.0, seed=0)
     save_projector(path, projector, classes, classes_sha256(classes), {}, "fp32")
     return path
+
+
+@pytest.fixture(scope="session")
+def quick_fitted(tmp_path_factory):
+    """The quick pipeline up to the projector, once per test session, in its own folder: (params, the projector's
+    metrics, workspace). Read-only: a test that writes copies what it needs (`inputs_of`)."""
+    from stages import fit_projector, prepare, select_patches, train_teachers
+
+    workspace = Workspace(tmp_path_factory.mktemp("fitted"))
+    params = load_params(REPO / "presets" / "quick.yaml")
+    for stage in (prepare, train_teachers, select_patches):
+        stage.run(params, workspace)
+    return params, fit_projector.run(params, workspace), workspace
+
+
+def inputs_of(fitted: Workspace, root: Path) -> Workspace:
+    """A fresh workspace holding the fitted one's data, teachers and distilled images: where a variant fits."""
+    workspace = Workspace(root)
+    for name in ("data", "teachers", "distilled"):
+        shutil.copytree(fitted.root / "artifacts" / name, root / "artifacts" / name)
+    return workspace
 
 
 @pytest.fixture

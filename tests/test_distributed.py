@@ -93,8 +93,12 @@ def test_train_teachers_with_two_gloo_processes_writes_the_same_checkpoints(work
 
 @pytest.mark.slow
 def test_evaluate_students_dealt_to_two_processes_give_the_one_process_table(workspace):
-    """Students are independent, so dealing them out must not change a single figure (one thread each)."""
+    """Students are independent, so dealing them out must not change a single figure (one thread each). The label
+    network they use is fit by two processes (DDP) too."""
     _stage(workspace, "fit-projector")
+    assert _stage(workspace, "fit-label-net", processes=2).count("label network:") == 1  # rank 0 alone reports
+    label_net = artifacts.read_metadata(workspace / "artifacts/label_net/label_net.safetensors")
+    assert label_net["provenance"]["params"]["runtime"]["world_size"] == 2
     _stage(workspace, "refine-images")
     _stage(workspace, "evaluate-students")
     single = json.loads((workspace / "metrics/students.json").read_text())
@@ -102,7 +106,7 @@ def test_evaluate_students_dealt_to_two_processes_give_the_one_process_table(wor
     log = _stage(workspace, "evaluate-students", processes=2)
     assert log.count("label mode") == 1
     table = json.loads((workspace / "metrics/students.json").read_text())
-    for mode in ("projector", "teacher", "hard", "stored"):
+    for mode in ("projector", "label_net", "teacher", "hard", "stored"):
         for key in ("accs", "val_acc", "extra_storage_bytes", "seeds"):
             assert table["resnet18"][mode][key] == single["resnet18"][mode][key], (mode, key)
     assert (workspace / "plots/student_curves.csv").read_text() == single_curves

@@ -12,7 +12,8 @@ def test_shipped_params_and_presets_validate():
     default = load_params(REPO / "params.yaml")
     assert default.data.name == "fashion-mnist" and default.data.size == 28
     assert default.select.ipc == 10 and default.select.factor == 1
-    assert len(default.teachers.keep) == 9 and default.student.label_modes == ["projector", "teacher", "hard", "stored"]
+    assert len(default.teachers.keep) == 9
+    assert default.student.label_modes == ["projector", "label_net", "teacher", "hard", "stored"]
     assert len(default.student.seeds) >= 3
     for preset in (REPO / "presets").glob("*.yaml"):
         load_params(preset)

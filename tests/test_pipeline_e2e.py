@@ -10,7 +10,10 @@ import pytest
 
 from helio_core import artifacts
 
-STAGES = ("prepare", "train_teachers", "select_patches", "fit_projector", "refine_images", "evaluate_students")
+STAGES = (
+    "prepare", "train_teachers", "select_patches", "fit_projector", "fit_label_net", "refine_images",
+    "evaluate_students",
+)  # fmt: skip
 
 
 def _run(cwd: Path, *command: str) -> str:
@@ -50,23 +53,26 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert refine["enabled"] and refine["loss_after"] <= refine["loss_before"]
     students = json.loads((root / "metrics/students.json").read_text())
     assert students["ipc"] == 2
-    for mode in ("projector", "teacher", "hard", "stored"):
+    for mode in ("projector", "label_net", "teacher", "hard", "stored"):
         row = students["resnet18"][mode]
         assert row["seeds"] == 2 and 0.0 <= row["acc"] <= 1.0 and row["acc_std"] >= 0.0
     stored_file = root / "artifacts/stored_labels/seed_0.safetensors"
     assert students["resnet18"]["stored"]["extra_storage_bytes"] == stored_file.stat().st_size
     assert students["resnet18"]["projector"]["extra_storage_bytes"] == projector["projector_bytes"]
     assert students["resnet18"]["hard"]["extra_storage_bytes"] == 0
+    label_net = json.loads((root / "metrics/label_net.json").read_text())
+    assert label_net["label_net_bytes"] == (root / "artifacts/label_net/label_net.safetensors").stat().st_size
+    assert students["resnet18"]["label_net"]["extra_storage_bytes"] == label_net["label_net_bytes"]
     storage = json.loads((root / "metrics/storage.json").read_text())
     assert storage["stored_labels_formula"]["labels_bytes"] == 8 * 3 * 4 * 2  # images x epochs x classes x 2
     assert (root / "plots/accuracy_vs_storage.png").stat().st_size > 1000
     curves = (root / "plots/student_curves.csv").read_text().splitlines()
-    assert curves[0].startswith("run,") and len(curves) == 1 + 2 * 4 * 3  # seeds x modes x epochs
+    assert curves[0].startswith("run,") and len(curves) == 1 + 2 * 5 * 3  # seeds x modes x epochs
 
     again = _run(root, sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in again
 
-    sources = [option for name in ("projector", "stored", "teachers") for option in ("--source", name)]
+    sources = [option for name in ("projector", "label_net", "stored", "teachers") for option in ("--source", name)]
     _run(root, sys.executable, "-m", "helio_app", "fidelity", *sources, "--every", "2", "--views", "3", "-o", "f.json")
     fidelity = json.loads((root / "f.json").read_text())
     assert fidelity["student_epochs"] == 3 and fidelity["command"].startswith("helio fidelity --source projector")
@@ -75,6 +81,7 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert stored["all"]["kl"] < 1e-4 and stored["all"]["agreement"] == 1.0
     assert fidelity["sources"]["projector"]["bytes"] == projector["projector_bytes"]
     assert fidelity["sources"]["projector"]["students_test_acc"] == students["resnet18"]["projector"]["acc"]
+    assert fidelity["sources"]["label_net"]["bytes"] == label_net["label_net_bytes"]
     assert fidelity["sources"]["teachers"]["all"]["kl"] > 0.0
     shorter = [sys.executable, "-m", "helio_app", "fidelity", "-S", "student.epochs=2", "--views", "3", "-o", "f2.json"]
     _run(root, *shorter, "--source", "projector")
@@ -106,6 +113,7 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     experiment = _run(root, sys.executable, "-m", "dvc", "exp", "run", "-S", "select.ipc=1")
     assert "Running stage 'select_patches'" in experiment and "Running stage 'fit_projector'" in experiment
     assert "Running stage 'train_teachers'" not in experiment and "Running stage 'prepare'" not in experiment
+    assert "Running stage 'fit_label_net'" not in experiment  # it reads no select key but the factor
     assert "Running stage 'evaluate_students'" in experiment
     assert len(list((root / "artifacts/distilled/images").glob("*.png"))) == 4
 

@@ -40,6 +40,7 @@ QUICK_SIZE_KEYS = {
     "select": {"ipc", "factor", "candidates", "crops", "batch_size"},
     "projector": {"resolution", "teachers", "train_images", "val_images", "test_images", "epochs", "batch_size"},
     "lora": {"rank", "head_rank"},
+    "label_net": {"widths", "eval_images", "epochs", "batch_size"},
     "refine": {"steps", "batch_size"},
     "student": {"seeds", "epochs", "batch_size", "eval_every", "curve_images"},
     "continual": {"steps"},

@@ -13,9 +13,8 @@ from helio_core.methods.projector_fit import PrefixFed, cached_prefix_inputs, pi
 from helio_core.models.projector import Projector, ProjectorSpec, build_projector
 from helio_core.params import load_params
 from helio_core.training.losses import combine_teachers, projector_loss
-from helio_core.workspace import Workspace
-from stages import fit_projector, prepare, select_patches, train_teachers
-from tests.conftest import REPO
+from stages import fit_projector
+from tests.conftest import REPO, inputs_of
 
 
 def test_eq5_loss_is_mse_plus_lambda_ce_and_kl_is_temperature_scaled():
@@ -56,22 +55,9 @@ def test_mean_probs_target_is_the_ensembles_averaged_distribution():
     torch.testing.assert_close(combine_teachers(logits, "mean_logits", 2.0), (logits[0] + logits[1]) / 2)
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    """The quick pipeline up to the projector, once for this module, in its own folder."""
-    workspace = Workspace(tmp_path_factory.mktemp("fitted"))
-    params = load_params(REPO / "presets" / "quick.yaml")
-    for stage in (prepare, train_teachers, select_patches):
-        stage.run(params, workspace)
-    return params, fit_projector.run(params, workspace), workspace
-
-
-def _inputs_of(fitted: Workspace, root) -> Workspace:
-    """A fresh workspace holding the fitted one's data, teachers and distilled images: where a variant fits."""
-    workspace = Workspace(root)
-    for name in ("data", "teachers", "distilled"):
-        shutil.copytree(fitted.root / "artifacts" / name, root / "artifacts" / name)
-    return workspace
+@pytest.fixture
+def fitted(quick_fitted):
+    return quick_fitted
 
 
 def test_fit_writes_a_small_projector_whose_labels_the_cli_reproduces(fitted, workdir):
@@ -108,7 +94,7 @@ def test_unkept_teacher_epoch_is_refused():
 
 
 def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
-    _inputs_of(fitted[2], workdir)
+    inputs_of(fitted[2], workdir)
     shutil.copytree(fitted[2].projector.parent, workdir / "artifacts" / "projector")
     quick = str(REPO / "presets" / "quick.yaml")
     refined = CliRunner().invoke(app, ["refine-images", "-p", quick])
@@ -166,7 +152,7 @@ def test_fit_with_the_cached_prefix_follows_the_uncached_fit(fitted, tmp_path):
         overrides = ["projector.views=plain", f"projector.cache_prefix={str(cache).lower()}",
                      'lora.targets=["blocks.4.*","blocks.5.*"]']  # fmt: skip
         variant = load_params(REPO / "presets" / "quick.yaml", overrides)
-        metrics = fit_projector.run(variant, _inputs_of(fitted[2], tmp_path / f"{cache}"))
+        metrics = fit_projector.run(variant, inputs_of(fitted[2], tmp_path / f"{cache}"))
         assert metrics["cached_prefix_blocks"] == (4 if cache else 0)
         histories[cache] = [epoch["val_loss"] for epoch in metrics["history"]]
     assert histories[True] == pytest.approx(histories[False], rel=1e-3)
@@ -176,7 +162,7 @@ def test_weak_teachers_in_batch_statistics_change_the_target_and_are_recorded(fi
     """teacher_acc is the accuracy of the teachers' combined target on the test images, whatever the fit."""
     params, metrics, _ = fitted
     variant = load_params(REPO / "presets" / "quick.yaml", ["projector.teacher_batchnorm=batch", "projector.epochs=1"])
-    workspace = _inputs_of(fitted[2], tmp_path)
+    workspace = inputs_of(fitted[2], tmp_path)
     batch = fit_projector.run(variant, workspace)
     assert batch["after_lora"]["teacher_acc"] != metrics["after_lora"]["teacher_acc"]
     _, metadata = artifacts.load_tensors(workspace.projector)

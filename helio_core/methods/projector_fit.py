@@ -9,7 +9,7 @@ by the teachers as it is drawn.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from helio_core.data.splits import ImageSet
-from helio_core.data.views import plan_views, render_views
 from helio_core.errors import HelioError
 from helio_core.models.projector import LABEL_BATCH, Projector
-from helio_core.params import ProjectorParams, StudentParams
+from helio_core.params import ProjectorParams
 from helio_core.progress import Progress
 from helio_core.runtime import Runtime, model_device
 from helio_core.training.engine import Optimisation, agreement, make_optimizer, predict_logits
+from helio_core.training.labels import Batches
 from helio_core.training.losses import combine_teachers, projector_loss
 
 
@@ -71,9 +71,6 @@ def fit_splits(
         ImageSet(train.images[val_index], train.labels[val_index], train.classes),
         ImageSet(test.images[test_index], test.labels[test_index], test.classes),
     )
-
-
-Batches = Callable[[torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
 
 
 Inputs = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]  # (image index, view) -> model inputs
@@ -142,34 +139,6 @@ def fixed_views(
             index, view = runtime.shard(index), runtime.shard(view)
             batch = tuple(runtime.to_device(t) for t in inputs(index, view))
             yield batch, runtime.to_device(targets[index, view]), runtime.to_device(labels[index])
-
-    return epoch
-
-
-def student_views(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    teachers: list[nn.Module],
-    num_classes: int,
-    student: StudentParams,
-    crop_scale: list[float],
-    params: ProjectorParams,
-    runtime: Runtime,
-) -> Batches:
-    """Fresh student-style views every epoch (the students' RandomResizedCrop, flip and CutMix: what the
-    projector will label), with the teachers' target computed on each view and CutMix-mixed hard labels.
-    Every rank plans the same global batches (CutMix mixes within one) and keeps its shard."""
-
-    def epoch(generator: torch.Generator):
-        size = images.shape[-1]
-        plan = plan_views(len(labels), 1, params.batch_size, size, crop_scale, student.flip, student.cutmix, generator)
-        for batch in plan.batches():
-            views, hard = render_views(images, labels, plan, 0, batch, num_classes)
-            views, hard = runtime.to_device(runtime.shard(views)), runtime.to_device(runtime.shard(hard))
-            with torch.no_grad(), runtime.autocast():
-                channels_last = views.contiguous(memory_format=torch.channels_last)
-                logits = [teacher.eval()(channels_last).float() for teacher in teachers]
-            yield (views,), combine_teachers(logits, params.target, params.temperature), hard
 
     return epoch
 

@@ -10,6 +10,7 @@ from helio_core import artifacts
 
 MODE_NAMES = {
     "projector": "projector (helio)",
+    "label_net": "label network (distilled ConvNet)",
     "teacher": "full teacher (RDED)",
     "stored": "stored labels (SRe2L/FKD)",
     "hard": "hard labels",

@@ -82,6 +82,7 @@ def write_storage(
     report = {
         "measured": {
             "projector_bytes": extra["projector"],
+            "label_net_bytes": extra["label_net"],
             "teacher_checkpoint_bytes": extra["teacher"],
             "stored_labels_bytes": extra["stored"],
             "images_png_bytes": images_bytes,

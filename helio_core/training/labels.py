@@ -4,19 +4,22 @@ labels (SRe2L/FKD's stored labels, with the `ViewPlan` beside them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from helio_core import artifacts
-from helio_core.data.views import ViewPlan, render_views
+from helio_core.data.views import ViewPlan, plan_views, render_views
 from helio_core.errors import HelioError
-from helio_core.runtime import model_device
+from helio_core.params import StudentParams
+from helio_core.runtime import Runtime, model_device
 from helio_core.training.losses import combine_teachers
 
 SoftLabels = Callable[[int, slice, torch.Tensor], torch.Tensor | None]  # (epoch, positions, views) -> logits
+# a fresh epoch of (model inputs, target logits, CutMix-mixed hard labels) batches for a generator
+Batches = Callable[[torch.Generator], Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]]]
 
 
 def online_labels(labeller: nn.Module) -> SoftLabels:
@@ -42,6 +45,28 @@ class WeakTeachers(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return combine_teachers([teacher(images) for teacher in self.teachers], self.target, self.temperature)
+
+
+def labelled_views(
+    images: torch.Tensor, labels: torch.Tensor, teachers: list[nn.Module], num_classes: int, student: StudentParams,
+    crop_scale: list[float], batch_size: int, combine: Callable[[list[torch.Tensor]], torch.Tensor], runtime: Runtime,
+) -> Batches:  # fmt: skip
+    """Fresh student-style views every epoch (the students' RandomResizedCrop, flip and CutMix: what a label source
+    will be asked to label), the teachers run on each view and `combine`d into one target. Every rank plans the
+    same global batches (CutMix mixes within one) and keeps its shard."""
+
+    def epoch(generator: torch.Generator):
+        size = images.shape[-1]
+        plan = plan_views(len(labels), 1, batch_size, size, crop_scale, student.flip, student.cutmix, generator)
+        for batch in plan.batches():
+            views, hard = render_views(images, labels, plan, 0, batch, num_classes)
+            views, hard = runtime.to_device(runtime.shard(views)), runtime.to_device(runtime.shard(hard))
+            with torch.no_grad(), runtime.autocast():
+                channels_last = views.contiguous(memory_format=torch.channels_last)
+                logits = [teacher.eval()(channels_last).float() for teacher in teachers]
+            yield (views,), combine(logits), hard
+
+    return epoch
 
 
 def replayed_labels(logits: torch.Tensor) -> SoftLabels:

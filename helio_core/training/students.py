@@ -25,6 +25,7 @@ from helio_core.data.views import ViewPlan, plan_views, render_views
 from helio_core.errors import HelioError
 from helio_core.models.architectures import create_model
 from helio_core.models.checkpoints import load_teacher
+from helio_core.models.label_net import load_label_net
 from helio_core.models.projector import load_projector
 from helio_core.params import LabelMode, StudentParams
 from helio_core.progress import Progress
@@ -124,14 +125,16 @@ class StudentInputs:
     projector: nn.Module
     weak_teachers: WeakTeachers | None = None
     weak_teacher_files: list[Path] = field(default_factory=list)
+    label_net: nn.Module | None = None
 
 
 def load_student_inputs(
-    workspace: Workspace, runtime: Runtime, batchnorm: str, weak_teachers: bool = False
+    workspace: Workspace, runtime: Runtime, batchnorm: str, weak_teachers: bool = False, label_net: bool = False
 ) -> StudentInputs:
     """Read and check (one class list throughout) what the students' stages share; with `weak_teachers`, also the
-    teachers the projector was fit to (label mode `teachers`). `batchnorm` is how the teachers normalise the
-    views they label (their checkpoints' statistics, or each batch's own)."""
+    teachers the projector was fit to (label mode `teachers`), with `label_net` the label network (label mode
+    `label_net`). `batchnorm` is how the teachers normalise the views they label (their checkpoints' statistics,
+    or each batch's own)."""
     classes, class_hash = load_classes(workspace.classes)
     train_meta = artifacts.read_metadata(workspace.split("train"))
     if train_meta.get("kind") != "dataset-split" or train_meta.get("classes_sha256") != class_hash:
@@ -148,6 +151,9 @@ def load_student_inputs(
         ImageSet(images, labels, classes), class_hash, train_meta["mean"], train_meta["std"], val, test, teacher,
         teacher_file, projector,
     )  # fmt: skip
+    if label_net:
+        network = load_label_net(workspace.label_net, class_hash)[0].requires_grad_(False).to(runtime.device)
+        inputs = replace(inputs, label_net=network.to(memory_format=torch.channels_last))
     if not weak_teachers:
         return inputs
     files = workspace.teacher_checkpoints(metadata["teacher_epochs"])

@@ -1,0 +1,166 @@
+"""A label network: a small ConvNet trained from scratch to reproduce a teacher's soft labels, shipped whole.
+
+The honest "just compress the teacher" baseline to the projector: no pretrained encoder, no LoRA, only a network
+sized to the byte budget and distilled on the kind of views the students will ask it to label. Its file holds
+every weight, in fp32, fp16, or int8 (symmetric, one scale per output channel of each convolution and linear
+layer; BatchNorm and biases in fp16), and the spec that rebuilds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from helio_core import artifacts
+from helio_core.errors import HelioError, first_line
+
+KIND = "label-net"
+DTYPES = ("fp32", "fp16", "int8")
+_SCALE = ".int8_scale"  # suffix of the per-channel scale stored beside an int8 weight
+
+
+@dataclass(frozen=True)
+class LabelNetSpec:
+    """What rebuilds a label network (stored in its file)."""
+
+    widths: tuple[int, ...]  # channels of each block (two 3x3 conv-BN-ReLU, then a 2x2 max-pool)
+    in_channels: int
+    num_classes: int
+
+    @classmethod
+    def from_record(cls, path: Path, record: Any) -> LabelNetSpec:
+        ok = isinstance(record, dict) and set(record) == {"widths", "in_channels", "num_classes"}
+        ok = ok and isinstance(record["widths"], list) and bool(record["widths"])
+        ok = ok and all(_positive(value) for value in [*record["widths"], record["in_channels"], record["num_classes"]])
+        if not ok:
+            raise HelioError(f"{path}: label-net spec must hold positive widths, in_channels and num_classes: {record}")
+        return cls(tuple(record["widths"]), record["in_channels"], record["num_classes"])
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+class LabelNet(nn.Module):
+    """A VGG-style ConvNet behind the data set's normalisation; images in [0, 1] in, logits out."""
+
+    def __init__(self, spec: LabelNetSpec, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.spec = spec
+        layers: list[nn.Module] = []
+        channels = spec.in_channels
+        for width in spec.widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+                channels = width
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, spec.num_classes)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body((images - self.mean) / self.std).mean((2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def stored_tensors(net: LabelNet, dtype: str) -> dict[str, torch.Tensor]:
+    """The file's tensors: every weight and buffer (BatchNorm's step counter aside) in `dtype`; for int8 each
+    conv/linear weight as int8 plus its per-output-channel fp32 scale. The normalisation stays fp32."""
+    tensors = {}
+    for name, tensor in net.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        tensor = tensor.detach().float()
+        if name in ("mean", "std") or dtype == "fp32":
+            tensors[name] = tensor
+        elif dtype == "int8" and tensor.dim() > 1:
+            scale = tensor.abs().amax(dim=tuple(range(1, tensor.dim())), keepdim=True).clamp_min(1e-12) / 127
+            tensors[name] = (tensor / scale).round().clamp(-127, 127).to(torch.int8)
+            tensors[name + _SCALE] = scale.flatten()
+        else:
+            tensors[name] = tensor.half()
+    return tensors
+
+
+def weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fp32 state a file's tensors stand for (int8 weights times their scales)."""
+    state = {}
+    for name, tensor in tensors.items():
+        if name.endswith(_SCALE):
+            continue
+        if tensor.dtype == torch.int8:
+            scale = tensors[name + _SCALE].view(-1, *[1] * (tensor.dim() - 1))
+            state[name] = tensor.float() * scale
+        else:
+            state[name] = tensor.float()
+    return state
+
+
+def shipped(net: LabelNet, dtype: str) -> LabelNet:
+    """`net` as its file will give it back: the same structure with its weights rounded to `dtype`."""
+    copy = LabelNet(net.spec, [0.0] * net.spec.in_channels, [1.0] * net.spec.in_channels)
+    copy.load_state_dict(weights(stored_tensors(net, dtype)), strict=False)
+    return copy.to(net.mean.device).eval()
+
+
+def save_label_net(
+    path: Path, net: LabelNet, classes: list[str], classes_sha256: str, extra: dict[str, Any], dtype: str
+) -> int:
+    """Write the label network's file (atomically); return its size in bytes."""
+    if dtype not in DTYPES:
+        raise HelioError(f"label-net dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    tensors = stored_tensors(net, dtype)
+    metadata = {
+        "kind": KIND,
+        "format_version": artifacts.FORMAT_VERSION,
+        "spec": {**asdict(net.spec), "widths": list(net.spec.widths)},
+        "classes": classes,
+        "classes_sha256": classes_sha256,
+        "dtype": dtype,
+        "stored_parameters": sum(t.numel() for name, t in tensors.items() if not name.endswith(_SCALE)),
+        **extra,
+    }
+    artifacts.save_tensors(path, tensors, metadata)
+    return path.stat().st_size
+
+
+def load_label_net(path: Path, expected_classes_sha256: str | None = None) -> tuple[LabelNet, dict[str, Any]]:
+    """Rebuild a label network from its file, in eval mode, checking kind, format, spec and class list."""
+    tensors, metadata = artifacts.load_tensors(path)
+    if metadata.get("kind") != KIND:
+        raise HelioError(f"{path}: not a label-net file (kind={metadata.get('kind')!r})")
+    if metadata.get("format_version") != artifacts.FORMAT_VERSION:
+        raise HelioError(
+            f"{path}: helio format version {metadata.get('format_version')}, "
+            f"this helio reads version {artifacts.FORMAT_VERSION}"
+        )
+    spec = LabelNetSpec.from_record(path, metadata.get("spec"))
+    classes = metadata.get("classes")
+    if not isinstance(classes, list) or artifacts.sha256_json(classes) != metadata.get("classes_sha256"):
+        raise HelioError(f"{path}: the class list does not match its recorded sha256 (edited or damaged)")
+    if len(classes) != spec.num_classes:
+        raise HelioError(f"{path}: {len(classes)} classes listed, the spec has {spec.num_classes}")
+    if expected_classes_sha256 is not None and metadata["classes_sha256"] != expected_classes_sha256:
+        raise HelioError(
+            f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…, "
+            f"expected {expected_classes_sha256[:12]}…)"
+        )
+    net = LabelNet(spec, [0.0] * spec.in_channels, [1.0] * spec.in_channels)
+    unscaled = [name for name, t in tensors.items() if t.dtype == torch.int8 and name + _SCALE not in tensors]
+    if unscaled:
+        raise HelioError(f"{path}: int8 tensor {unscaled[0]!r} has no {_SCALE} beside it")
+    try:
+        missing, unexpected = net.load_state_dict(weights(tensors), strict=False)
+    except RuntimeError as error:
+        raise HelioError(f"{path}: weights do not fit its spec {spec} ({first_line(error)})") from None
+    missing = [name for name in missing if not name.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise HelioError(f"{path}: weights do not fit its spec: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return net.eval(), metadata

@@ -1,0 +1,95 @@
+"""Stage `fit_label_net`: a small ConvNet distilled from the teacher(s) on student-style views of the train split
+-> artifacts/label_net/label_net.safetensors (label mode `label_net`), measured as written against its target on
+held-out val images -> metrics/label_net.json.
+
+Under torchrun every rank trains on its shard of each batch (DDP); rank 0 writes the file and the metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+
+import torch
+
+from helio_core import artifacts
+from helio_core.data.splits import load_classes, load_split
+from helio_core.methods.label_net_fit import distil, label_fidelity
+from helio_core.models.checkpoints import load_teacher
+from helio_core.models.label_net import LabelNet, LabelNetSpec, load_label_net, save_label_net
+from helio_core.params import Params, as_dict
+from helio_core.progress import SILENT, Progress
+from helio_core.runtime import CPU, Runtime
+from helio_core.training.engine import predict_logits
+from helio_core.training.labels import labelled_views
+from helio_core.training.losses import combine_teachers
+from helio_core.workspace import Workspace
+
+
+def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT) -> dict:
+    started = time.perf_counter()
+    config = params.label_net
+    classes, class_hash = load_classes(workspace.classes)
+    train, train_meta = load_split(workspace.split("train"), classes)
+    val, _ = load_split(workspace.split("val"), classes)
+    listed = config.teachers
+    files = (
+        [workspace.last_teacher()] if listed == "last" else workspace.teacher_checkpoints(listed, "label_net.teachers")
+    )
+    teachers = [load_teacher(file, class_hash, runtime.device)[0] for file in files]
+    combine = partial(combine_teachers, target=config.target, temperature=config.temperature)
+    generator = torch.Generator().manual_seed(params.seed)
+    fit_index = torch.randperm(len(train.labels), generator=generator)[: config.train_images]
+    val_index = torch.randperm(len(val.labels), generator=generator)[: config.eval_images]
+    with runtime.autocast():
+        val_targets = combine([predict_logits(teacher, val.images[val_index]) for teacher in teachers])
+    held_out = (val.images[val_index], val_targets, val.labels[val_index])
+    torch.manual_seed(params.seed)
+    spec = LabelNetSpec(tuple(config.widths), train.images.shape[1], len(classes))
+    net = LabelNet(spec, train_meta["mean"], train_meta["std"]).to(runtime.device, memory_format=torch.channels_last)
+    batches = labelled_views(
+        train.images[fit_index], train.labels[fit_index], teachers, len(classes), params.student,
+        params.student_crop_scale, config.batch_size, combine, runtime,
+    )  # fmt: skip
+    fit_started = time.perf_counter()
+    history = distil(net, batches, math.ceil(len(fit_index) / config.batch_size), held_out, config, generator,
+                     runtime, progress)  # fmt: skip
+    fit_seconds = time.perf_counter() - fit_started
+    if not runtime.is_main:
+        return {}
+    record = artifacts.provenance(
+        "fit_label_net",
+        {"seed": params.seed, "label_net": as_dict(config), "student": as_dict(params.student),
+         "student_crop_scale": params.student_crop_scale, "runtime": runtime.record()},
+        {"train": workspace.split("train"), **{file.stem: file for file in files}},
+    )  # fmt: skip
+    extra = {"teacher_epochs": [int(file.stem.split("_")[1]) for file in files], "provenance": record}
+    with artifacts.atomic_path(workspace.label_net.parent) as folder:
+        folder.mkdir()
+        size = save_label_net(folder / workspace.label_net.name, net, classes, class_hash, extra, config.dtype)
+    shipped, metadata = load_label_net(workspace.label_net, class_hash)
+    teacher_bytes = workspace.last_teacher().stat().st_size
+    metrics = {
+        "eval_images": len(val_index),
+        "history": history,
+        "shipped": label_fidelity(shipped.to(runtime.device), held_out, config.temperature, runtime),
+        "fit_seconds": round(fit_seconds, 1),
+        "stored_parameters": metadata["stored_parameters"],
+        "dtype": config.dtype,
+        "label_net_bytes": size,
+        "teacher_checkpoint_bytes": teacher_bytes,
+        "teacher_to_label_net_ratio": round(teacher_bytes / size, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    artifacts.write_json(workspace.label_net_metrics, metrics)
+    return metrics
+
+
+def summary(metrics: dict) -> list[str]:
+    shipped = metrics["shipped"]
+    return [
+        f"label network: {metrics['label_net_bytes']:,} bytes ({metrics['dtype']}), "
+        f"{metrics['teacher_to_label_net_ratio']}x smaller than a teacher checkpoint",
+        f"on {metrics['eval_images']} val images: KL·T² {shipped['kl']:.4f} to its target, "
+        f"agreement {shipped['agreement']:.4f}, accuracy {shipped['acc']:.4f} (target {shipped['teacher_acc']:.4f})",
+    ]

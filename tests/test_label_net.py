@@ -1,0 +1,149 @@
+"""The label network (label mode `label_net`): its file round-trips bit-exact in every storage dtype and refuses
+files of another kind, its distillation moves it towards its target, and its stage feeds the students."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helio_core import artifacts
+from helio_core.data.splits import classes_sha256
+from helio_core.errors import HelioError
+from helio_core.methods.label_net_fit import distil, label_fidelity
+from helio_core.models.label_net import LabelNet, LabelNetSpec, load_label_net, save_label_net, shipped
+from helio_core.models.projector import load_projector
+from helio_core.params import load_params
+from helio_core.progress import SILENT
+from helio_core.runtime import CPU
+from helio_core.training.labels import labelled_views
+from helio_core.training.losses import distillation_kl
+from stages import fit_label_net
+from tests.conftest import REPO, inputs_of, write_tiny_clip_projector
+
+CLASSES = ["a", "b", "c"]
+
+
+def _net(seed: int = 0) -> LabelNet:
+    torch.manual_seed(seed)
+    net = LabelNet(LabelNetSpec((4, 8), 3, len(CLASSES)), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so that they must round-trip too
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+def test_the_file_gives_back_exactly_the_network_the_fit_measured(tmp_path, dtype):
+    net, images = _net(), torch.rand(6, 3, 12, 12)
+    path = tmp_path / "label_net.safetensors"
+    size = save_label_net(path, net, CLASSES, classes_sha256(CLASSES), {"note": "x"}, dtype)
+    loaded, metadata = load_label_net(path, classes_sha256(CLASSES))
+    assert size == path.stat().st_size and metadata["dtype"] == dtype and metadata["note"] == "x"
+    with torch.no_grad():
+        assert torch.equal(loaded(images), shipped(net, dtype)(images))  # what the stage measures is what ships
+        if dtype == "fp32":
+            assert torch.equal(loaded(images), net(images))
+        else:  # rounded, not broken: int8 keeps the logits within a few percent of their spread
+            error = (loaded(images) - net(images)).abs().max() / net(images).std()
+            assert 0 < error < (0.1 if dtype == "int8" else 0.01)
+    again = tmp_path / "again.safetensors"
+    save_label_net(again, loaded, CLASSES, classes_sha256(CLASSES), {"note": "x"}, dtype)
+    first, second = load_file(str(path)), load_file(str(again))
+    exact = [name for name in first if not name.endswith(".int8_scale")]  # a scale may move by one ulp
+    assert all(torch.equal(first[name], second[name]) for name in exact) and first.keys() == second.keys()
+    stored = {name: tensor.dtype for name, tensor in first.items()}
+    expected = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.int8}[dtype]
+    assert stored["body.0.weight"] == expected and stored["mean"] == torch.float32
+
+
+def test_int8_and_fp16_files_are_smaller_than_fp32(tmp_path):
+    net = LabelNet(LabelNetSpec((16, 32), 3, 10), [0.5] * 3, [0.25] * 3)
+    sizes = {
+        dtype: save_label_net(tmp_path / f"{dtype}.safetensors", net, list("abcdefghij"), "h", {}, dtype)
+        for dtype in ("fp32", "fp16", "int8")
+    }
+    assert sizes["int8"] < 0.6 * sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def test_a_label_net_file_and_a_projector_file_refuse_each_other(tmp_path):
+    label_net = tmp_path / "label_net.safetensors"
+    save_label_net(label_net, _net(), CLASSES, classes_sha256(CLASSES), {}, "fp16")
+    with pytest.raises(HelioError, match=r"label_net.safetensors: not a projector file \(kind='label-net'\)"):
+        load_projector(label_net)
+    projector = write_tiny_clip_projector(tmp_path, tmp_path / "projector.safetensors", CLASSES)
+    with pytest.raises(HelioError, match=r"projector.safetensors: not a label-net file \(kind='projector'\)"):
+        load_label_net(projector)
+
+
+def test_a_damaged_or_foreign_label_net_file_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "label_net.safetensors"
+    save_label_net(path, _net(), CLASSES, classes_sha256(CLASSES), {}, "int8")
+    with pytest.raises(HelioError, match=r"label_net.safetensors: made for another class list"):
+        load_label_net(path, classes_sha256(["x", "y", "z"]))
+    tensors, metadata = artifacts.load_tensors(path)
+    cases = {
+        "spec": ({**metadata, "spec": {**metadata["spec"], "widths": []}}, tensors, "spec must hold positive widths"),
+        "classes": ({**metadata, "classes": ["a", "b", "d"]}, tensors, "class list does not match"),
+        "scale": (metadata, {k: v for k, v in tensors.items() if k != "body.0.weight.int8_scale"}, "no .int8_scale"),
+        "shape": (metadata, {**tensors, "head.bias": torch.zeros(5, dtype=torch.float16)}, "weights do not fit"),
+    }  # fmt: skip
+    for name, (record, stored, message) in cases.items():
+        broken = tmp_path / f"{name}.safetensors"
+        artifacts.save_tensors(broken, stored, record)
+        with pytest.raises(HelioError, match=rf"{name}.safetensors: .*{message}"):
+            load_label_net(broken)
+    with pytest.raises(HelioError, match="label-net dtype must be one of fp32, fp16, int8"):
+        save_label_net(tmp_path / "x.safetensors", _net(), CLASSES, "h", {}, "bf16")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(HelioError, match="plain.safetensors: not a helio safetensors file"):
+        load_label_net(tmp_path / "plain.safetensors")
+
+
+def test_distillation_moves_the_network_towards_its_teacher():
+    """A fixed random network as the teacher, student-style views of random images: the label network's KL to it on
+    held-out images falls, and the fidelity it reports is the KL computed directly."""
+    params = load_params(REPO / "presets" / "quick.yaml", ["label_net.epochs=6", "label_net.lr=0.01"])
+    teacher = _net(seed=1)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 12, 12), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(64) % 3
+    held_images = torch.randint(0, 256, (32, 3, 12, 12), dtype=torch.uint8, generator=generator)
+    with torch.no_grad():
+        held_targets = teacher(held_images.float() / 255)
+    held_out = (held_images, held_targets, torch.arange(32) % 3)
+    net = _net(seed=2).train()
+    before = label_fidelity(net, held_out, 4.0, CPU)
+    only = lambda logits: logits[0]  # noqa: E731
+    batches = labelled_views(images, labels, [teacher], 3, params.student, [0.5, 1.0], 16, only, CPU)
+    history = distil(net, batches, 4, held_out, params.label_net, generator, CPU, SILENT)
+    assert [row["epoch"] for row in history] == list(range(1, 7))
+    assert history[-1]["kl"] < 0.5 * before["kl"]
+    with torch.no_grad():
+        direct = distillation_kl(net.eval()(held_images.float() / 255), held_targets, 4.0).item()
+    assert history[-1]["kl"] == pytest.approx(direct, abs=1e-5)
+
+
+def test_unkept_label_net_teacher_is_refused():
+    with pytest.raises(HelioError, match=r"label_net.teachers lists epochs \[7\] that teachers.keep does not keep"):
+        load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[2, 7]"])
+    with pytest.raises(HelioError, match="label_net.teachers must be"):
+        load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=first"])
+
+
+def test_the_stage_writes_the_file_and_its_fidelity(quick_fitted, tmp_path):
+    """fit_label_net on the quick preset, from the full teacher and from two weak teachers' mean (the students'
+    side, label mode label_net, runs end to end in tests/test_pipeline_e2e.py)."""
+    workspace = inputs_of(quick_fitted[2], tmp_path)
+    params = load_params(REPO / "presets" / "quick.yaml", ["label_net.dtype=int8"])
+    metrics = fit_label_net.run(params, workspace)
+    assert metrics["label_net_bytes"] == workspace.label_net.stat().st_size
+    assert artifacts.read_metadata(workspace.label_net)["teacher_epochs"] == [4]  # last: the full teacher
+    written = json.loads(workspace.label_net_metrics.read_text())
+    assert written["shipped"]["kl"] >= 0 and len(written["history"]) == params.label_net.epochs
+    assert any("label network" in line for line in fit_label_net.summary(metrics))
+    weak = fit_label_net.run(load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[1, 3]"]), workspace)
+    assert artifacts.read_metadata(workspace.label_net)["teacher_epochs"] == [1, 3] and weak["dtype"] == "fp16"
+    assert not list(workspace.label_net.parent.parent.glob(".label_net.*"))  # nothing half-written left beside it
