@@ -15,7 +15,7 @@ from helio_app.stage_commands import PARAMS, Overrides, ParamsFile, app
 
 @app.command()
 def label(
-    projector_file: Annotated[Path, typer.Argument(help="a projector.safetensors")],
+    projector_file: Annotated[Path, typer.Argument(help="a projector.safetensors or label_net.safetensors")],
     images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG, ...)")],
     images_dir: Annotated[
         Path | None, typer.Option(help="the distilled set the projector was made with (prototype heads)")
@@ -24,7 +24,7 @@ def label(
     temperature: Annotated[float, typer.Option(help="softmax temperature for the printed probabilities")] = 1.0,
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda")] = "auto",
 ) -> None:
-    """Soft labels (logits and probabilities) for images from a shipped projector."""
+    """Soft labels (logits and probabilities) for images from a shipped projector or label network."""
     from helio_app.tools import label_images
 
     label_images(projector_file, images, images_dir, output, temperature, device)

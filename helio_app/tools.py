@@ -1,5 +1,5 @@
-"""The `helio` tools beside the stages: soft labels from a shipped projector, students' tables joined, what an
-artifact is and what made it."""
+"""The `helio` tools beside the stages: soft labels from a shipped light label source (a projector or a label
+network), students' tables joined, what an artifact is and what made it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rich.table import Table
 from helio_app.stage import fail
 from helio_core import artifacts, runtime
 from helio_core.errors import HelioError
+from helio_core.models import label_net
 from helio_core.models.projector import Projector
 from helio_core.reporting.tables import table_lines, table_rows
 from helio_core.training.engine import predict_logits
@@ -24,11 +25,16 @@ def label_images(
     projector_file: Path, images: list[Path], images_dir: Path | None, output: Path | None, temperature: float,
     device: str,
 ) -> None:  # fmt: skip
-    """Label `images` with the projector; print each one's top class, and write every logit to `output`."""
+    """Label `images` with a projector or a label network (by the file's kind); print each one's top class, and
+    write every logit to `output`."""
     try:
         target = runtime.choose_device(device, local_rank=0)
-        projector = Projector.load(projector_file, images_dir=images_dir).to(target)
-        classes = artifacts.read_metadata(projector_file)["classes"]
+        metadata = artifacts.read_metadata(projector_file)
+        if metadata.get("kind") == label_net.KIND:
+            projector = label_net.load_label_net(projector_file)[0].to(target)
+        else:
+            projector = Projector.load(projector_file, images_dir=images_dir).to(target)
+        classes = metadata["classes"]
         pixels = [artifacts.read_png(path) for path in images]
     except HelioError as error:
         fail(error)
