@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
+from helio_app.cli import app
 from helio_core import artifacts
 from helio_core.data.splits import classes_sha256
 from helio_core.errors import HelioError
@@ -147,3 +149,18 @@ def test_the_stage_writes_the_file_and_its_fidelity(quick_fitted, tmp_path):
     weak = fit_label_net.run(load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[1, 3]"]), workspace)
     assert artifacts.read_metadata(workspace.label_net)["teacher_epochs"] == [1, 3] and weak["dtype"] == "fp16"
     assert not list(workspace.label_net.parent.parent.glob(".label_net.*"))  # nothing half-written left beside it
+
+
+def test_helio_label_reads_a_label_net_file(tmp_path, monkeypatch):
+    path = tmp_path / "label_net.safetensors"
+    save_label_net(path, _net(), CLASSES, classes_sha256(CLASSES), {}, "fp16")
+    image = torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    artifacts.write_png(tmp_path / "x.png", image)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["label", str(path), "x.png", "-o", "labels.json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "labels.json").read_text())
+    with torch.no_grad():
+        expected = load_label_net(path)[0](image[None].float() / 255)[0]
+    assert written["classes"] == CLASSES and written["labels"][0]["top"] == CLASSES[int(expected.argmax())]
+    assert written["labels"][0]["logits"] == pytest.approx(expected.tolist(), abs=1e-5)
