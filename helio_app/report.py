@@ -150,6 +150,27 @@ def cross_arch_table(*paths: str) -> list[str]:
     return lines
 
 
+def label_sources_table(*paths: str) -> list[str]:
+    """Per run (a record or a students' metrics file), every label source its students trained with: test and val
+    accuracy, the difference to the full teacher's students on val, and the bytes each needs beside the images."""
+    lines = ["| run | student | epochs | IPC | label source | seeds | test % | val % | val − full teacher "
+             "| extra bytes |", "|---" * 10 + "|"]  # fmt: skip
+    for path in paths:
+        data = read(path)
+        students = data.get("metrics", {}).get("students", data)
+        for arch in students["archs"]:
+            rows, teacher = students[arch], students[arch].get("teacher")
+            for mode in (m for m in MODES if m in rows):
+                row = rows[mode]
+                gap = "–" if teacher is None else f"{100 * (row['val_acc'] - teacher['val_acc']):+.2f}"
+                lines.append(
+                    f"| {data.get('name', path)} | {arch} | {students['epochs']} | {students['ipc']} "
+                    f"| {MODE_NAMES[mode]} | {row['seeds']} | {percent(row)} | {100 * row['val_acc']:.2f} | {gap} "
+                    f"| {row['extra_storage_bytes']:,} |"
+                )
+    return lines
+
+
 def continual_table(path: str) -> list[str]:
     """Fig. 2 as a table: accuracy on the seen classes after each step, per schedule and label mode."""
     metrics = read(path)
@@ -273,6 +294,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "run": run_table,
     "ipc": ipc_table,
     "records": records_table,
+    "label_sources": label_sources_table,
     "cross_arch": cross_arch_table,
     "continual": continual_table,
 }

@@ -24,6 +24,22 @@ def test_a_students_table_has_a_row_per_mode_with_mean_std_and_bytes(tmp_path):
     assert table[3].startswith("| resnet18 | hard labels | 60.00 ± 0.35 |") and len(table) == 4
 
 
+def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val(tmp_path):
+    teacher = {**ROW, "acc": 0.8, "val_acc": 0.8011, "extra_storage_bytes": 44_800_000}
+    record = {"name": "label-net-300", "metrics": {"students": {**STUDENTS, "epochs": 300,
+              "resnet18": {"projector": ROW, "teacher": teacher}}}}  # fmt: skip
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))  # no teacher row: no difference to show
+    table = render("label_sources record.json students.json", tmp_path).splitlines()
+    assert table[2] == (
+        "| label-net-300 | resnet18 | 300 | 10 | projector (helio) | 2 | 75.44 ± 0.35 | 76.11 | -4.00 | 311,500 |"
+    )
+    assert table[3].startswith("| label-net-300 | resnet18 | 300 | 10 | full teacher (RDED) |")
+    assert table[3].endswith("| 80.11 | +0.00 | 44,800,000 |")
+    assert table[4].startswith(f"| {tmp_path / 'students.json'} | resnet18 | 120 | 10 | projector (helio) |")
+    assert table[4].endswith("| – | 311,500 |") and len(table) == 6
+
+
 def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
     def pooled(kl, agreement):
         return {"epoch": "all", "views": 3072, "kl": kl, "agreement": agreement, "dark_rank_corr": 0.8651,
