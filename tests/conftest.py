@@ -62,10 +62,8 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture
-def project_copy(tmp_path):
-    """The pipeline's files (no outputs) copied into a fresh folder, with the quick preset as params.yaml."""
-    target = tmp_path / "project"
+def copy_project(target: Path) -> Path:
+    """The pipeline's files (no outputs) copied into a fresh folder `target`, with the quick preset as params.yaml."""
     target.mkdir()
     for name in ("helio_core", "helio_app", "stages", "experiments"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -73,3 +71,8 @@ def project_copy(tmp_path):
         shutil.copy(REPO / name, target / name)
     shutil.copy(REPO / "presets" / "quick.yaml", target / "params.yaml")
     return target
+
+
+@pytest.fixture
+def project_copy(tmp_path):
+    return copy_project(tmp_path / "project")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from helio_core import artifacts
+from tests.conftest import copy_project
 
 STAGES = (
     "prepare", "train_teachers", "select_patches", "fit_projector", "fit_label_net", "refine_images",
@@ -23,14 +24,53 @@ def _run(cwd: Path, *command: str) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.mark.slow
-def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
-    root = project_copy
+def _labels(where: Path, images: list[str]) -> dict:
+    _run(where, sys.executable, "-m", "helio_app", "label", "artifacts/projector/projector.safetensors",
+         *images, "--images-dir", "artifacts/distilled", "--output", "labels.json")  # fmt: skip
+    return json.loads((where / "labels.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The quick pipeline run once by `dvc repro` in a fresh git + DVC repository with a local-folder remote, its
+    dvc.lock and metrics committed and its outputs pushed: (root, the remote, its log, the projector's labels of the
+    distilled images as they were then)."""
+    base = tmp_path_factory.mktemp("e2e")
+    root, remote = copy_project(base / "project"), base / "remote"
     _run(root, "git", "init", "-q")
     _run(root, "git", "config", "user.email", "ci@helio")
     _run(root, "git", "config", "user.name", "helio ci")
     _run(root, sys.executable, "-m", "dvc", "init", "-q")
+    _run(root, sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", str(remote))
     log = _run(root, sys.executable, "-m", "dvc", "repro")
+    _run(root, "git", "add", "-A")
+    _run(root, "git", "commit", "-qm", "the quick pipeline's lock and metrics")
+    _run(root, sys.executable, "-m", "dvc", "push")
+    images = sorted(str(p.relative_to(root)) for p in (root / "artifacts/distilled/images").glob("*.png"))
+    return root, remote, log, images, _labels(root, images)
+
+
+@pytest.mark.slow
+def test_a_clone_pulls_the_outputs_and_has_nothing_to_rerun(pipeline, tmp_path):
+    """The committed dvc.lock and metrics, the outputs in a local-folder remote: a fresh clone shows the metrics
+    and plots, `dvc pull` brings the rest, `dvc repro` runs nothing, and `helio label` gives the same labels.
+    (Before the test below changes the pipeline's workspace.)"""
+    root, _, _, images, labels = pipeline
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(root), str(clone))
+    assert not (clone / "artifacts/projector").exists()
+    metrics = _run(clone, sys.executable, "-m", "dvc", "metrics", "show")
+    assert "metrics/students.json" in metrics and "failed to load" not in metrics
+    _run(clone, sys.executable, "-m", "dvc", "pull")
+    assert "Data and pipelines are up to date" in _run(clone, sys.executable, "-m", "dvc", "status", "dvc.yaml")
+    assert "Running stage" not in _run(clone, sys.executable, "-m", "dvc", "repro")
+    assert "failed to load" not in _run(clone, sys.executable, "-m", "dvc", "plots", "show")
+    assert len(labels["labels"]) == 8 and _labels(clone, images) == labels
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
+    root, _, log, _, _ = pipeline
     for stage in STAGES:
         assert f"Running stage '{stage}'" in log
     # the experiments' pipelines have not run: their files must not make the metrics or the plots fail to load
@@ -109,45 +149,10 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(project_copy):
     assert not (root / "metrics/cross_arch/vgg11.json").exists()
 
     _run(root, "git", "add", "-A")
-    _run(root, "git", "commit", "-qm", "quick pipeline")
+    _run(root, "git", "commit", "-qm", "the experiments' pipelines")
     experiment = _run(root, sys.executable, "-m", "dvc", "exp", "run", "-S", "select.ipc=1")
     assert "Running stage 'select_patches'" in experiment and "Running stage 'fit_projector'" in experiment
     assert "Running stage 'train_teachers'" not in experiment and "Running stage 'prepare'" not in experiment
     assert "Running stage 'fit_label_net'" not in experiment  # it reads no select key but the factor
     assert "Running stage 'evaluate_students'" in experiment
     assert len(list((root / "artifacts/distilled/images").glob("*.png"))) == 4
-
-
-@pytest.mark.slow
-def test_a_clone_pulls_the_outputs_and_has_nothing_to_rerun(project_copy, tmp_path):
-    """The committed dvc.lock and metrics, the outputs in a local-folder remote: a fresh clone shows the metrics
-    and plots, `dvc pull` brings the rest, `dvc repro` runs nothing, and `helio label` gives the same labels."""
-    root = project_copy
-    _run(root, "git", "init", "-q")
-    _run(root, "git", "config", "user.email", "ci@helio")
-    _run(root, "git", "config", "user.name", "helio ci")
-    _run(root, sys.executable, "-m", "dvc", "init", "-q")
-    _run(root, sys.executable, "-m", "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
-    _run(root, sys.executable, "-m", "dvc", "repro")
-    _run(root, "git", "add", "-A")
-    _run(root, "git", "commit", "-qm", "the quick pipeline's lock and metrics")
-    _run(root, sys.executable, "-m", "dvc", "push")
-
-    clone = tmp_path / "clone"
-    _run(tmp_path, "git", "clone", "-q", str(root), str(clone))
-    assert not (clone / "artifacts/projector").exists()
-    metrics = _run(clone, sys.executable, "-m", "dvc", "metrics", "show")
-    assert "metrics/students.json" in metrics and "failed to load" not in metrics
-    _run(clone, sys.executable, "-m", "dvc", "pull")
-    assert "Data and pipelines are up to date" in _run(clone, sys.executable, "-m", "dvc", "status", "dvc.yaml")
-    assert "Running stage" not in _run(clone, sys.executable, "-m", "dvc", "repro")
-    assert "failed to load" not in _run(clone, sys.executable, "-m", "dvc", "plots", "show")
-    images = sorted(str(p.relative_to(root)) for p in (root / "artifacts/distilled/images").glob("*.png"))
-
-    def labels(where: Path) -> dict:
-        _run(where, sys.executable, "-m", "helio_app", "label", "artifacts/projector/projector.safetensors",
-             *images, "--images-dir", "artifacts/distilled", "--output", "labels.json")  # fmt: skip
-        return json.loads((where / "labels.json").read_text())
-
-    here, there = labels(root), labels(clone)
-    assert len(here["labels"]) == 8 and here == there
