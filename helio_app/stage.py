@@ -22,8 +22,8 @@ STAGES = {
     "train-teachers": "stages.train_teachers",
     "select-patches": "stages.select_patches",
     "fit-projector": "stages.fit_projector",
-    "fit-label-net": "stages.fit_label_net",
     "refine-images": "stages.refine_images",
+    "fit-label-net": "stages.fit_label_net",
     "evaluate-students": "stages.evaluate_students",
     "evaluate-continual": "stages.evaluate_continual",
 }

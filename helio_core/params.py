@@ -166,6 +166,7 @@ class LabelNetParams(Section):
     teachers: Literal["last"] | list[int]  # last: the full teacher (the `teacher` mode's); or kept epochs
     target: Literal["mean_logits", "mean_probs"]  # how listed teachers are combined (as projector.target)
     train_images: Positive | None  # train-split images its views are drawn from (None: all)
+    stream_share: Annotated[float, Field(ge=0, lt=1)]  # of each batch: views of the refined images it will label
     eval_images: Positive  # val-split images its fidelity is reported on
     epochs: Positive  # passes over the train images, fresh views each
     batch_size: Positive

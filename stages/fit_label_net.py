@@ -1,4 +1,5 @@
 """Stage `fit_label_net`: a small ConvNet distilled from the teacher(s) on student-style views of the train split
+(and, for `label_net.stream_share` of each batch, of the refined images it will label)
 -> artifacts/label_net/label_net.safetensors (label mode `label_net`), measured as written against its target on
 held-out val images -> metrics/label_net.json.
 
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 
 import torch
+from torch import nn
 
 from helio_core import artifacts
-from helio_core.data.splits import load_classes, load_split
+from helio_core.data.distilled import load_distilled
+from helio_core.data.splits import ImageSet, load_classes, load_split
 from helio_core.methods.label_net_fit import distil, label_fidelity
 from helio_core.models.checkpoints import load_teacher
 from helio_core.models.label_net import LabelNet, LabelNetSpec, load_label_net, save_label_net
@@ -21,7 +25,7 @@ from helio_core.params import Params, as_dict
 from helio_core.progress import SILENT, Progress
 from helio_core.runtime import CPU, Runtime
 from helio_core.training.engine import predict_logits
-from helio_core.training.labels import labelled_views
+from helio_core.training.labels import Batches, joined_views, labelled_views
 from helio_core.training.losses import combine_teachers
 from helio_core.workspace import Workspace
 
@@ -47,13 +51,10 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     torch.manual_seed(params.seed)
     spec = LabelNetSpec(tuple(config.widths), train.images.shape[1], len(classes))
     net = LabelNet(spec, train_meta["mean"], train_meta["std"]).to(runtime.device, memory_format=torch.channels_last)
-    batches = labelled_views(
-        train.images[fit_index], train.labels[fit_index], teachers, len(classes), params.student,
-        params.student_crop_scale, config.batch_size, combine, runtime,
-    )  # fmt: skip
+    fit_set = ImageSet(train.images[fit_index], train.labels[fit_index], classes)
+    batches, steps = _fit_views(params, workspace, fit_set, teachers, class_hash, combine, runtime)
     fit_started = time.perf_counter()
-    history = distil(net, batches, math.ceil(len(fit_index) / config.batch_size), held_out, config, generator,
-                     runtime, progress)  # fmt: skip
+    history = distil(net, batches, steps, held_out, config, generator, runtime, progress)
     fit_seconds = time.perf_counter() - fit_started
     if not runtime.is_main:
         return {}
@@ -61,7 +62,8 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
         "fit_label_net",
         {"seed": params.seed, "label_net": as_dict(config), "student": as_dict(params.student),
          "student_crop_scale": params.student_crop_scale, "runtime": runtime.record()},
-        {"train": workspace.split("train"), **{file.stem: file for file in files}},
+        {"train": workspace.split("train"), **{file.stem: file for file in files},
+         **({"refined": workspace.refined} if config.stream_share else {})},
     )  # fmt: skip
     extra = {"teacher_epochs": [int(file.stem.split("_")[1]) for file in files], "provenance": record}
     with artifacts.atomic_path(workspace.label_net.parent) as folder:
@@ -83,6 +85,27 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     }
     artifacts.write_json(workspace.label_net_metrics, metrics)
     return metrics
+
+
+def _fit_views(
+    params: Params, workspace: Workspace, train: ImageSet, teachers: list[nn.Module], class_hash: str,
+    combine: Callable[[list[torch.Tensor]], torch.Tensor], runtime: Runtime,
+) -> tuple[Batches, int]:  # fmt: skip
+    """Student-style views of the train images labelled by the teachers' `combine`d target, and the steps of one pass
+    over them. With a `stream_share`, that share of each batch is views of the refined images, drawn as the
+    students draw them: the label network practises on the images it will label."""
+    config = params.label_net
+    stream_size = round(config.batch_size * config.stream_share)
+
+    def views(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Batches:
+        return labelled_views(images, labels, teachers, len(train.classes), params.student, params.student_crop_scale,
+                              batch_size, combine, runtime)  # fmt: skip
+
+    train_views = views(train.images, train.labels, config.batch_size - stream_size)
+    steps = math.ceil(len(train.labels) / (config.batch_size - stream_size))
+    if not stream_size:
+        return train_views, steps
+    return joined_views(train_views, views(*load_distilled(workspace.refined, class_hash), stream_size)), steps
 
 
 def summary(metrics: dict) -> list[str]:

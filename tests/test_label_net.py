@@ -2,6 +2,9 @@
 files of another kind, its distillation moves it towards its target, and its stage feeds the students."""
 
 import json
+import math
+import shutil
+from functools import partial
 
 import pytest
 import torch
@@ -10,16 +13,17 @@ from typer.testing import CliRunner
 
 from helio_app.cli import app
 from helio_core import artifacts
-from helio_core.data.splits import classes_sha256
+from helio_core.data.splits import classes_sha256, load_classes, load_split
 from helio_core.errors import HelioError
 from helio_core.methods.label_net_fit import distil, label_fidelity
+from helio_core.models.checkpoints import load_teacher
 from helio_core.models.label_net import LabelNet, LabelNetSpec, load_label_net, save_label_net, shipped
 from helio_core.models.projector import load_projector
 from helio_core.params import load_params
 from helio_core.progress import SILENT
 from helio_core.runtime import CPU
-from helio_core.training.labels import labelled_views
-from helio_core.training.losses import distillation_kl
+from helio_core.training.labels import joined_views, labelled_views
+from helio_core.training.losses import combine_teachers, distillation_kl
 from stages import fit_label_net
 from tests.conftest import REPO, inputs_of, write_tiny_clip_projector
 
@@ -149,6 +153,50 @@ def test_the_stage_writes_the_file_and_its_fidelity(quick_fitted, tmp_path):
     weak = fit_label_net.run(load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[1, 3]"]), workspace)
     assert artifacts.read_metadata(workspace.label_net)["teacher_epochs"] == [1, 3] and weak["dtype"] == "fp16"
     assert not list(workspace.label_net.parent.parent.glob(".label_net.*"))  # nothing half-written left beside it
+
+
+def test_joined_views_append_the_extra_views_and_restart_them_when_they_run_out():
+    epochs_started = []
+
+    def numbered(value: float, batches: int, size: int):
+        def epoch(generator: torch.Generator):
+            epochs_started.append(value)
+            fresh = torch.randint(0, 1000, (1,), generator=generator).item()  # a new draw of views every epoch
+            for index in range(batches):
+                hard = torch.zeros(size, 3)
+                yield (torch.full((size, 1, 2, 2), value),), torch.full((size, 3), float(fresh + index)), hard
+
+        return epoch
+
+    joined = list(joined_views(numbered(0.0, 5, 4), numbered(1.0, 2, 2))(torch.Generator().manual_seed(0)))
+    assert len(joined) == 5 and epochs_started == [0.0, 1.0, 1.0, 1.0]  # the main pass sets the epoch's length
+    for (views,), target, hard in joined:
+        assert views.shape == (6, 1, 2, 2) and target.shape == (6, 3) and hard.shape == (6, 3)
+        assert views[:4].eq(0).all() and views[4:].eq(1).all()
+    extra_targets = [target[4, 0].item() for _, target, _ in joined]
+    assert extra_targets[1] == extra_targets[0] + 1 and extra_targets[2] != extra_targets[0]  # restarted afresh
+
+
+def test_a_stream_share_of_each_batch_is_views_of_the_refined_images(quick_fitted, tmp_path):
+    """With label_net.stream_share, that share of every batch is the students' views of the refined images (here
+    all black, so they are told apart from train views), and the file records the refined images it practised on."""
+    workspace = inputs_of(quick_fitted[2], tmp_path)
+    shutil.copytree(workspace.distilled, workspace.refined)
+    for png in (workspace.refined / "images").glob("*.png"):
+        artifacts.write_png(png, torch.zeros_like(artifacts.read_png(png)))
+    params = load_params(REPO / "presets" / "quick.yaml", ["label_net.stream_share=0.25"])
+    classes, class_hash = load_classes(workspace.classes)
+    train = load_split(workspace.split("train"), classes)[0]
+    teacher = load_teacher(workspace.last_teacher(), class_hash, "cpu")[0]
+    combine = partial(combine_teachers, target="mean_logits", temperature=4.0)
+    batches, steps = fit_label_net._fit_views(params, workspace, train, [teacher], class_hash, combine, CPU)
+    epoch = list(batches(torch.Generator().manual_seed(0)))
+    assert len(epoch) == steps == math.ceil(len(train.labels) / 12)  # 12 train views and 4 refined ones a batch
+    for (views,), target, _ in epoch[:-1]:
+        assert len(views) == len(target) == 16
+        assert views[12:].eq(0).all() and views[:12].flatten(1).amax(1).gt(0).all()
+    fit_label_net.run(params, workspace)
+    assert "refined" in artifacts.read_metadata(workspace.label_net)["provenance"]["inputs"]
 
 
 def test_helio_label_reads_a_label_net_file(tmp_path, monkeypatch):

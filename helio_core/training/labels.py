@@ -69,6 +69,24 @@ def labelled_views(
     return epoch
 
 
+def joined_views(main: Batches, extra: Batches) -> Batches:
+    """Every batch of `main` with the next batch of `extra` appended; `extra` starts a fresh epoch (new views)
+    whenever it runs out, so a pass over `main` sets the epoch's length however few images `extra` draws from."""
+
+    def epoch(generator: torch.Generator):
+        extra_batches = _endless(extra, generator)
+        for (inputs,), target, hard in main(generator):
+            (extra_inputs,), extra_target, extra_hard = next(extra_batches)
+            yield (torch.cat([inputs, extra_inputs]),), torch.cat([target, extra_target]), torch.cat([hard, extra_hard])
+
+    return epoch
+
+
+def _endless(batches: Batches, generator: torch.Generator):
+    while True:
+        yield from batches(generator)
+
+
 def replayed_labels(logits: torch.Tensor) -> SoftLabels:
     """Soft labels read from a stored (epochs, images, classes) tensor, indexed by planned position."""
 
