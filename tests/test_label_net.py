@@ -95,6 +95,7 @@ def test_a_damaged_or_foreign_label_net_file_is_one_line_naming_it(tmp_path):
         "classes": ({**metadata, "classes": ["a", "b", "d"]}, tensors, "class list does not match"),
         "scale": (metadata, {k: v for k, v in tensors.items() if k != "body.0.weight.int8_scale"}, "no .int8_scale"),
         "shape": (metadata, {**tensors, "head.bias": torch.zeros(5, dtype=torch.float16)}, "weights do not fit"),
+        "missing": (metadata, {k: v for k, v in tensors.items() if k != "head.bias"}, r"or extra \['head.bias'\]"),
     }  # fmt: skip
     for name, (record, stored, message) in cases.items():
         broken = tmp_path / f"{name}.safetensors"

@@ -103,11 +103,17 @@ def weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def rebuilt(spec: LabelNetSpec, tensors: dict[str, torch.Tensor]) -> tuple[LabelNet, list[str]]:
+    """A label network of `spec` in eval mode holding a file's tensors (its normalisation included), and the names
+    of the state it lacked or had over (empty for a whole file). Raises RuntimeError on a shape that does not fit."""
+    net = LabelNet(spec, [0.0] * spec.in_channels, [1.0] * spec.in_channels)
+    missing, unexpected = net.load_state_dict(weights(tensors), strict=False)
+    return net.eval(), [name for name in missing if not name.endswith("num_batches_tracked")] + unexpected
+
+
 def shipped(net: LabelNet, dtype: str) -> LabelNet:
     """`net` as its file will give it back: the same structure with its weights rounded to `dtype`."""
-    copy = LabelNet(net.spec, [0.0] * net.spec.in_channels, [1.0] * net.spec.in_channels)
-    copy.load_state_dict(weights(stored_tensors(net, dtype)), strict=False)
-    return copy.to(net.mean.device).eval()
+    return rebuilt(net.spec, stored_tensors(net, dtype))[0].to(net.mean.device)
 
 
 def save_label_net(
@@ -152,15 +158,13 @@ def load_label_net(path: Path, expected_classes_sha256: str | None = None) -> tu
             f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…, "
             f"expected {expected_classes_sha256[:12]}…)"
         )
-    net = LabelNet(spec, [0.0] * spec.in_channels, [1.0] * spec.in_channels)
     unscaled = [name for name, t in tensors.items() if t.dtype == torch.int8 and name + _SCALE not in tensors]
     if unscaled:
         raise HelioError(f"{path}: int8 tensor {unscaled[0]!r} has no {_SCALE} beside it")
     try:
-        missing, unexpected = net.load_state_dict(weights(tensors), strict=False)
+        net, mismatched = rebuilt(spec, tensors)
     except RuntimeError as error:
         raise HelioError(f"{path}: weights do not fit its spec {spec} ({first_line(error)})") from None
-    missing = [name for name in missing if not name.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise HelioError(f"{path}: weights do not fit its spec: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return net.eval(), metadata
+    if mismatched:
+        raise HelioError(f"{path}: weights do not fit its spec: missing or extra {mismatched[:3]}")
+    return net, metadata
