@@ -152,8 +152,8 @@ def load_student_inputs(
         teacher_file, projector,
     )  # fmt: skip
     if label_net:
-        network = load_label_net(workspace.label_net, class_hash)[0].requires_grad_(False).to(runtime.device)
-        inputs = replace(inputs, label_net=network.to(memory_format=torch.channels_last))
+        network = load_label_net(workspace.label_net, class_hash)[0].requires_grad_(False)
+        inputs = replace(inputs, label_net=network.to(runtime.device, memory_format=torch.channels_last))
     if not weak_teachers:
         return inputs
     files = workspace.teacher_checkpoints(metadata["teacher_epochs"])
