@@ -96,10 +96,10 @@ def test_evaluate_students_dealt_to_two_processes_give_the_one_process_table(wor
     """Students are independent, so dealing them out must not change a single figure (one thread each). The label
     network they use is fit by two processes (DDP) too."""
     _stage(workspace, "fit-projector")
+    _stage(workspace, "refine-images")
     assert _stage(workspace, "fit-label-net", processes=2).count("label network:") == 1  # rank 0 alone reports
     label_net = artifacts.read_metadata(workspace / "artifacts/label_net/label_net.safetensors")
     assert label_net["provenance"]["params"]["runtime"]["world_size"] == 2
-    _stage(workspace, "refine-images")
     _stage(workspace, "evaluate-students")
     single = json.loads((workspace / "metrics/students.json").read_text())
     single_curves = (workspace / "plots/student_curves.csv").read_text()
