@@ -152,19 +152,28 @@ def cross_arch_table(*paths: str) -> list[str]:
 
 def label_sources_table(*paths: str) -> list[str]:
     """Per run (a record or a students' metrics file), every label source its students trained with: test and val
-    accuracy, the difference to the full teacher's students on val, and the bytes each needs beside the images."""
+    accuracy, the difference to the full teacher's students on val, and the bytes each needs beside the images.
+    A run without teacher-labelled students is put against the last earlier run's with the same student, epochs,
+    IPC, image bytes and number of seeds (named in the cell): a variant of one label source on the same images."""
     lines = ["| run | student | epochs | IPC | label source | seeds | test % | val % | val − full teacher "
              "| extra bytes |", "|---" * 10 + "|"]  # fmt: skip
+    teachers: dict[tuple, tuple[str, dict]] = {}
     for path in paths:
         data = read(path)
-        students = data.get("metrics", {}).get("students", data)
+        students, name = data.get("metrics", {}).get("students", data), data.get("name", path)
         for arch in students["archs"]:
-            rows, teacher = students[arch], students[arch].get("teacher")
+            rows = students[arch]
+            key = (arch, students["epochs"], students["ipc"], students["images_bytes"])
+            if "teacher" in rows:
+                teachers[key] = (name, rows["teacher"])
+            reference, teacher = teachers.get(key, (None, None))
             for mode in (m for m in MODES if m in rows):
                 row = rows[mode]
-                gap = "–" if teacher is None else f"{100 * (row['val_acc'] - teacher['val_acc']):+.2f}"
+                paired = teacher is not None and teacher["seeds"] == row["seeds"]
+                gap = f"{100 * (row['val_acc'] - teacher['val_acc']):+.2f}" if paired else "–"
+                gap += f" (vs {reference})" if paired and reference != name else ""
                 lines.append(
-                    f"| {data.get('name', path)} | {arch} | {students['epochs']} | {students['ipc']} "
+                    f"| {name} | {arch} | {students['epochs']} | {students['ipc']} "
                     f"| {MODE_NAMES[mode]} | {row['seeds']} | {percent(row)} | {100 * row['val_acc']:.2f} | {gap} "
                     f"| {row['extra_storage_bytes']:,} |"
                 )

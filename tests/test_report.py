@@ -30,14 +30,18 @@ def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val
               "resnet18": {"projector": ROW, "teacher": teacher}}}}  # fmt: skip
     (tmp_path / "record.json").write_text(json.dumps(record))
     (tmp_path / "students.json").write_text(json.dumps(STUDENTS))  # no teacher row: no difference to show
-    table = render("label_sources record.json students.json", tmp_path).splitlines()
+    variant = {"name": "wider", "metrics": {"students": {**STUDENTS, "epochs": 300, "resnet18": {"label_net": ROW}}}}
+    (tmp_path / "variant.json").write_text(json.dumps(variant))  # the same images: against label-net-300's teacher
+    table = render("label_sources record.json students.json variant.json", tmp_path).splitlines()
     assert table[2] == (
         "| label-net-300 | resnet18 | 300 | 10 | projector (helio) | 2 | 75.44 ± 0.35 | 76.11 | -4.00 | 311,500 |"
     )
     assert table[3].startswith("| label-net-300 | resnet18 | 300 | 10 | full teacher (RDED) |")
     assert table[3].endswith("| 80.11 | +0.00 | 44,800,000 |")
     assert table[4].startswith(f"| {tmp_path / 'students.json'} | resnet18 | 120 | 10 | projector (helio) |")
-    assert table[4].endswith("| – | 311,500 |") and len(table) == 6
+    assert table[4].endswith("| – | 311,500 |") and len(table) == 7
+    assert table[6].startswith("| wider | resnet18 | 300 | 10 | label network (distilled ConvNet) | 2 |")
+    assert table[6].endswith("| 76.11 | -4.00 (vs label-net-300) | 311,500 |")
 
 
 def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
