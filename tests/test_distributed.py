@@ -14,7 +14,7 @@ import yaml
 from helio_core import artifacts
 from helio_core.data.distilled import load_distilled
 from helio_core.models.projector import load_projector
-from tests.conftest import REPO
+from tests.conftest import REPO, inputs_of
 
 
 def _stage(root: Path, stage: str, processes: int = 1) -> str:
@@ -32,14 +32,16 @@ def _hidden_files(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """The quick preset through select_patches, one thread per process (so ranks do not share cores)."""
+def workspace(tmp_path_factory, quick_fitted):
+    """The quick preset's data, teachers and distilled images (the session's), one thread per process (so ranks do
+    not share cores); students in the label modes that take different paths to their labels: none, replayed from
+    rank 0's file, and a network run online (the projector's and the teacher's are run alike)."""
     root = tmp_path_factory.mktemp("ddp")
+    inputs_of(quick_fitted[2], root)
     params = yaml.safe_load((REPO / "presets" / "quick.yaml").read_text())
     params["runtime"].update(device="cpu", threads=1)
+    params["student"]["label_modes"] = ["label_net", "hard", "stored"]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in ("prepare", "train-teachers", "select-patches"):
-        _stage(root, stage)
     return root
 
 
@@ -106,7 +108,8 @@ def test_evaluate_students_dealt_to_two_processes_give_the_one_process_table(wor
     log = _stage(workspace, "evaluate-students", processes=2)
     assert log.count("label mode") == 1
     table = json.loads((workspace / "metrics/students.json").read_text())
-    for mode in ("projector", "label_net", "teacher", "hard", "stored"):
+    assert sorted(table["resnet18"]) == ["hard", "label_net", "stored"]
+    for mode in ("label_net", "hard", "stored"):
         for key in ("accs", "val_acc", "extra_storage_bytes", "seeds"):
             assert table["resnet18"][mode][key] == single["resnet18"][mode][key], (mode, key)
     assert (workspace / "plots/student_curves.csv").read_text() == single_curves

@@ -140,13 +140,15 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
     assert steps["4"]["teacher"][0] == 1.0  # one class seen: every test image is of it
     assert (root / "plots/continual.png").stat().st_size > 1000
 
-    cross_arch = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/cross_arch/dvc.yaml")
+    # one stage of the matrix (each is the same code for another arch): it reruns nothing upstream
+    cross_arch = _run(
+        root, sys.executable, "-m", "dvc", "repro", "experiments/cross_arch/dvc.yaml:evaluate_arch@shufflenet_v2"
+    )
     assert "evaluate_arch@shufflenet_v2'" in cross_arch and "Running stage 'prepare'" not in cross_arch
-    for arch in ("resnet18", "shufflenet_v2"):
-        table = json.loads((root / f"metrics/cross_arch/{arch}.json").read_text())
-        assert table["archs"] == [arch] and sorted(table[arch]) == ["projector", "teacher"]
-        assert table[arch]["projector"]["seeds"] == 1
-    assert not (root / "metrics/cross_arch/vgg11.json").exists()
+    table = json.loads((root / "metrics/cross_arch/shufflenet_v2.json").read_text())
+    assert table["archs"] == ["shufflenet_v2"] and sorted(table["shufflenet_v2"]) == ["projector", "teacher"]
+    assert table["shufflenet_v2"]["projector"]["seeds"] == 1
+    assert not (root / "metrics/cross_arch/resnet18.json").exists()
 
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "the experiments' pipelines")
