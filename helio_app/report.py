@@ -180,6 +180,23 @@ def label_sources_table(*paths: str) -> list[str]:
     return lines
 
 
+def label_net_fits_table(*paths: str) -> list[str]:
+    """Per record, how its label network's fit went: held-out KL·T² to its target after every epoch (val images),
+    the shipped file's agreement and accuracy beside the target's, its bytes and the fit's seconds."""
+    lines = ["| run | epochs | KL·T² after each epoch | shipped: agreement % | val acc % (target) | bytes | fit s |",
+             "|---" * 7 + "|"]  # fmt: skip
+    for path in paths:
+        data = read(path)
+        fit = data["metrics"]["label_net"]
+        shipped, curve = fit["shipped"], " → ".join(f"{epoch['kl']:.3f}" for epoch in fit["history"])
+        lines.append(
+            f"| {data['name']} | {len(fit['history'])} | {curve} | {100 * shipped['agreement']:.1f} "
+            f"| {100 * shipped['acc']:.1f} ({100 * shipped['teacher_acc']:.1f}) | {fit['label_net_bytes']:,} "
+            f"| {fit['fit_seconds']:.0f} |"
+        )
+    return lines
+
+
 def continual_table(path: str) -> list[str]:
     """Fig. 2 as a table: accuracy on the seen classes after each step, per schedule and label mode."""
     metrics = read(path)
@@ -304,6 +321,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "ipc": ipc_table,
     "records": records_table,
     "label_sources": label_sources_table,
+    "label_net_fits": label_net_fits_table,
     "cross_arch": cross_arch_table,
     "continual": continual_table,
 }

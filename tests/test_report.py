@@ -44,6 +44,18 @@ def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val
     assert table[6].endswith("| 76.11 | -4.00 (vs label-net-300) | 311,500 |")
 
 
+def test_a_label_net_fits_table_shows_each_records_curve(tmp_path):
+    fit = {
+        "history": [{"epoch": 1, "kl": 0.5013}, {"epoch": 2, "kl": 0.20406}],
+        "label_net_bytes": 582540,
+        "shipped": {"kl": 0.2041, "acc": 0.858, "teacher_acc": 0.862, "agreement": 0.944},
+        "fit_seconds": 746.2,
+    }
+    (tmp_path / "r.json").write_text(json.dumps({"name": "longer", "metrics": {"label_net": fit}}))
+    table = render("label_net_fits r.json", tmp_path).splitlines()
+    assert table[2] == "| longer | 2 | 0.501 → 0.204 | 94.4 | 85.8 (86.2) | 582,540 | 746 |" and len(table) == 3
+
+
 def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
     def pooled(kl, agreement):
         return {"epoch": "all", "views": 3072, "kl": kl, "agreement": agreement, "dark_rank_corr": 0.8651,
