@@ -179,7 +179,17 @@ class LabelNetParams(Section):
     def _widths(self) -> LabelNetParams:
         if not self.widths:
             raise HelioError("label_net.widths must list at least one block width")
+        if self.stream_share and not 0 < self.stream_batch_size < self.batch_size:
+            raise HelioError(
+                f"label_net.stream_share={self.stream_share} of batch_size={self.batch_size} must leave at least one "
+                "refined view and one train view in each batch"
+            )
         return self
+
+    @property
+    def stream_batch_size(self) -> int:
+        """Views of the refined images in each batch; the rest are train views."""
+        return round(self.batch_size * self.stream_share)
 
 
 class RefineParams(Section):

@@ -95,14 +95,14 @@ def _fit_views(
     over them. With a `stream_share`, that share of each batch is views of the refined images, drawn as the
     students draw them: the label network practises on the images it will label."""
     config = params.label_net
-    stream_size = round(config.batch_size * config.stream_share)
+    stream_size, train_size = config.stream_batch_size, config.batch_size - config.stream_batch_size
 
     def views(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Batches:
         return labelled_views(images, labels, teachers, len(train.classes), params.student, params.student_crop_scale,
                               batch_size, combine, runtime)  # fmt: skip
 
-    train_views = views(train.images, train.labels, config.batch_size - stream_size)
-    steps = math.ceil(len(train.labels) / (config.batch_size - stream_size))
+    train_views = views(train.images, train.labels, train_size)
+    steps = math.ceil(len(train.labels) / train_size)
     if not stream_size:
         return train_views, steps
     return joined_views(train_views, views(*load_distilled(workspace.refined, class_hash), stream_size)), steps

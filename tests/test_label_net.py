@@ -138,6 +138,9 @@ def test_unkept_label_net_teacher_is_refused():
         load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[2, 7]"])
     with pytest.raises(HelioError, match="label_net.teachers must be"):
         load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=first"])
+    for share in ("0.01", "0.99"):  # quick's batch of 16: no refined view, or no train view
+        with pytest.raises(HelioError, match=rf"label_net.stream_share={share} of batch_size=16 must leave"):
+            load_params(REPO / "presets" / "quick.yaml", [f"label_net.stream_share={share}"])
 
 
 def test_the_stage_writes_the_file_and_its_fidelity(quick_fitted, tmp_path):
