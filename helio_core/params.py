@@ -21,7 +21,9 @@ Positive = Annotated[int, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 # the registered architectures (helio_core.models.architectures), named here so that reading params needs no torch
-Arch = Literal["efficientnet_b0", "mobilenet_v2", "resnet18", "resnet18_cifar", "shufflenet_v2", "swin_v2_t", "vgg11"]
+Arch = Literal[
+    "convnet3", "efficientnet_b0", "mobilenet_v2", "resnet18", "resnet18_cifar", "shufflenet_v2", "swin_v2_t", "vgg11"
+]
 # teachers: the projector's target; label_net: the distilled label network (stage fit_label_net)
 LabelMode = Literal["projector", "label_net", "teacher", "hard", "stored", "teachers"]
 OnlineLabelMode = Literal["projector", "label_net", "teacher", "hard"]

@@ -129,3 +129,31 @@ def test_batch_statistics_normalises_each_batch_by_its_own_statistics_and_change
 def test_params_name_exactly_the_registered_architectures():
     """params.py lists the architectures without importing torchvision; the registry is what builds them."""
     assert sorted(typing.get_args(Arch)) == models.list_models()
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])
+def test_convnet3_is_the_distillation_literatures_student(channels, size):
+    """DC/DSA/MTT's ConvNet-3: three conv-instance-norm-ReLU-avg-pool blocks of 128 channels and one linear layer on
+    a 4x4 map, whether the input is 28 px grey (first conv padded by 3) or 32 px colour."""
+    model = models.create_model("convnet3", 10, channels, size, [0.5] * channels, [0.25] * channels)
+    convs = [m for m in model.net if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.net if isinstance(m, nn.GroupNorm)]
+    assert [c.out_channels for c in convs] == [128] * 3 and [c.kernel_size for c in convs] == [(3, 3)] * 3
+    assert convs[0].padding == ((3, 3) if channels == 1 else (1, 1)) and convs[1].padding == (1, 1)
+    assert [(n.num_groups, n.num_channels, n.affine) for n in norms] == [(128, 128, True)] * 3
+    assert sum(isinstance(m, nn.AvgPool2d) for m in model.net) == 3
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert model.net[-1].in_features == 128 * 4 * 4
+    assert model(torch.rand(2, channels, size, size)).shape == (2, 10)
+
+
+def test_convnet3_trains_a_step_and_refuses_inputs_too_small():
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    model = new_student("convnet3", 3, images, [0.5], [0.25], seed=0, device=CPU.device)
+    params = load_params(REPO / "params.yaml", ["student.epochs=1", "student.batch_size=4"]).student
+    plan = make_plan(4, 28, params, [0.5, 1.0], seed=0)
+    data = ImageSet(images, torch.tensor([0, 1, 2, 0]), ["a", "b", "c"])
+    curve = train_student(model, "hard", data, plan, None, params, lambda m: 0.0, CPU)
+    assert math.isfinite(curve[0][1])
+    with pytest.raises(HelioError, match="convnet3 needs inputs of at least 8 px, got 4"):
+        models.create_model("convnet3", 10, 3, 4, [0.5] * 3, [0.25] * 3)

@@ -161,6 +161,24 @@ def vgg11(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return net
 
 
+@register("convnet3")
+def convnet3(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """ConvNet-3, the student of DC, DSA, MTT, IDC and DANCE on 28-32 px data: three blocks of 3x3 conv (128
+    channels), instance norm (GroupNorm with one group per channel, affine), ReLU and 2x2 average pooling, then
+    one linear layer on the flattened map. As in their code, a one-channel input pads its first conv by 3, so
+    28 px becomes 32 and ends at 4x4 (128 * 16 features), like 32 px colour images."""
+    width, layers, channels = 128, [], in_channels
+    side = image_size + 4 if in_channels == 1 else image_size
+    for block in range(3):
+        padding = 3 if in_channels == 1 and block == 0 else 1
+        layers += [nn.Conv2d(channels, width, 3, padding=padding), nn.GroupNorm(width, width), nn.ReLU(inplace=True)]
+        layers.append(nn.AvgPool2d(2, 2))
+        channels, side = width, side // 2
+    if side < 1:
+        raise HelioError(f"convnet3 needs inputs of at least 8 px, got {image_size}")
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * side * side, num_classes))
+
+
 def batch_statistics(model: nn.Module) -> nn.Module:
     """`model` (in place) with every BatchNorm normalising by the statistics of the batch it is given, in eval
     mode too: its running statistics are dropped, so nothing it sees changes it."""
