@@ -89,8 +89,9 @@ class TeacherParams(Section):
 
 
 class SelectParams(Section):
-    """RDED patch selection (paper Eq. 6)."""
+    """RDED patch selection (paper Eq. 6), or random train images as its baseline."""
 
+    method: Literal["rded", "random"]  # random: ipc * factor^2 random train images per class, whole (a baseline)
     ipc: Positive  # distilled images per class
     factor: Positive  # each image tiles factor x factor patches
     candidates: Positive  # random train images per class (RDED: 300)
@@ -102,7 +103,7 @@ class SelectParams(Section):
     @model_validator(mode="after")
     def _enough_candidates(self) -> SelectParams:
         _check_crop_scale("select.crop_scale", self.crop_scale)
-        if self.candidates < self.patches_per_class:
+        if self.method == "rded" and self.candidates < self.patches_per_class:
             raise HelioError(
                 f"select.candidates={self.candidates} must be at least ipc*factor^2={self.patches_per_class}"
             )

@@ -2,12 +2,14 @@ import pytest
 import torch
 from torch import nn
 
+from helio_core.data.distilled import load_distilled
+from helio_core.data.splits import load_classes, load_split
 from helio_core.errors import HelioError
 from helio_core.methods.selection import distill_class, select_lowest_ce, tile
 from helio_core.params import load_params
 from helio_core.workspace import Workspace
 from stages import prepare, select_patches, train_teachers
-from tests.conftest import REPO
+from tests.conftest import REPO, inputs_of
 
 
 class BrightnessObserver(nn.Module):
@@ -83,3 +85,55 @@ def test_ipc_larger_than_a_class_fails_cleanly(workdir, quick_params):
     ):
         select_patches.run(too_many, workspace)
     assert not workspace.distilled.exists() and not workspace.distilled_grid.exists()
+
+
+def _numbered(count: int, side: int) -> torch.Tensor:
+    """`count` flat grey images, image i of value 10 * i + 5: any patch of it names it."""
+    values = torch.arange(count) * 10 + 5
+    return values.view(-1, 1, 1, 1).expand(-1, 1, side, side).to(torch.uint8).contiguous()
+
+
+def test_random_method_takes_distinct_whole_images_stable_for_a_seed():
+    images = _numbered(20, 8)
+    params = load_params(REPO / "params.yaml", ["select.method=random", "select.ipc=4", "select.candidates=1"])
+
+    def drawn(seed: int, factor: int = 1) -> tuple[list[int], torch.Tensor]:
+        torch.manual_seed(seed)
+        select = params.select.model_copy(update={"factor": factor})
+        distilled, losses = distill_class(BrightnessObserver(), images, 0, select)
+        cells = distilled.unfold(2, 8 // factor, 8 // factor).unfold(3, 8 // factor, 8 // factor)
+        assert (cells == cells[..., :1, :1]).all()  # every cell one whole image, shrunk
+        return [(int(v) - 5) // 10 for v in cells[:, 0, :, :, 0, 0].flatten()], losses
+
+    picked, losses = drawn(0)
+    assert len(picked) == 4 == len(set(picked)) and all(0 <= i < 20 for i in picked)
+    assert losses.shape == (4, 1) and picked != sorted(picked, reverse=True)  # drawn, not ranked by the observer
+    assert drawn(0)[0] == picked and drawn(1)[0] != picked
+    tiled, tiled_losses = drawn(0, factor=2)
+    assert len(tiled) == 16 == len(set(tiled)) and tiled_losses.shape == (4, 4)
+
+
+def test_random_method_needs_no_candidates_and_rded_does():
+    assert load_params(REPO / "params.yaml", ["select.method=random", "select.candidates=1"]).select.method == "random"
+    with pytest.raises(HelioError, match="select.candidates=1 must be at least ipc"):
+        load_params(REPO / "params.yaml", ["select.candidates=1"])
+
+
+def test_the_stage_with_random_method_writes_train_images_of_each_class(quick_fitted, tmp_path, monkeypatch):
+    """Through the stage (quick data, factor 1): each distilled image is a train image of its own class, unchanged,
+    and no image is taken twice."""
+    _, _, fitted = quick_fitted
+    monkeypatch.chdir(tmp_path)
+    workspace = inputs_of(fitted, tmp_path)
+    params = load_params(REPO / "presets" / "quick.yaml", ["select.method=random", "select.factor=1"])
+    metrics = select_patches.run(params, workspace)
+    classes, class_hash = load_classes(workspace.classes)
+    train, _ = load_split(workspace.split("train"), classes)
+    images, labels = load_distilled(workspace.distilled, class_hash)
+    assert metrics["images"] == len(classes) * params.select.ipc == len(labels)
+    found = []
+    for image, label in zip(images, labels, strict=True):
+        same = (train.images == image).flatten(1).all(dim=1).nonzero().flatten().tolist()
+        assert same and all(train.labels[i] == label for i in same)
+        found.append(same[0])
+    assert len(set(found)) == len(found)

@@ -1,9 +1,13 @@
-"""RDED patch selection (paper Eq. 6) and tiling into distilled images.
+"""RDED patch selection (paper Eq. 6), or its random baseline, and tiling into distilled images.
 
-For each class: `candidates` random train images, `crops` random square crops of each (size //
+rded, for each class: `candidates` random train images, `crops` random square crops of each (size //
 factor), each crop scored by the observer teacher's cross-entropy on it (resized to full size); each
 image keeps its best crop; the `ipc * factor^2` lowest-CE crops of the class are tiled factor x factor,
 image i taking crops i, i + ipc, i + 2 ipc, ... in row-major order.
+
+random (the baseline DD-Ranking and "A Label is Worth a Thousand Images" compare against): `ipc * factor^2`
+distinct train images of the class drawn at random, each whole image shrunk to a patch and tiled the same way,
+so only the choice of patches differs; the observer still scores them, to report what RDED's choice buys.
 """
 
 from __future__ import annotations
@@ -71,6 +75,16 @@ def distill_class(
     observer: nn.Module, images: torch.Tensor, label: int, params: SelectParams
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distilled uint8 images of one class and the observer loss of each patch (patches x ...)."""
+    chosen = _random_patches if params.method == "random" else _lowest_ce_patches
+    patches, losses = chosen(observer, images, label, params)
+    distilled = tile((patches * 255).round().clamp(0, 255).to(torch.uint8), params.ipc, params.factor)
+    return distilled, losses.view(params.factor**2, params.ipc).T
+
+
+def _lowest_ce_patches(
+    observer: nn.Module, images: torch.Tensor, label: int, params: SelectParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RDED: the class's `patches_per_class` lowest-CE crops (float, [0, 1]) and their losses, lowest first."""
     full_size = images.shape[-1]
     candidates = images[torch.randperm(len(images))[: params.candidates]].float() / 255
     crops = torch.stack(
@@ -81,9 +95,20 @@ def distill_class(
     )
     losses = crop_losses(observer, crops.flatten(0, 1), label, full_size, params.batch_size).view(len(candidates), -1)
     image_index, crop_index = select_lowest_ce(losses, params.patches_per_class)
-    patches = crops[image_index, crop_index]
-    distilled = tile((patches * 255).round().clamp(0, 255).to(torch.uint8), params.ipc, params.factor)
-    return distilled, losses[image_index, crop_index].view(params.factor**2, params.ipc).T
+    return crops[image_index, crop_index], losses[image_index, crop_index]
+
+
+def _random_patches(
+    observer: nn.Module, images: torch.Tensor, label: int, params: SelectParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random baseline: `patches_per_class` distinct images of the class, whole, shrunk to patch size (float,
+    [0, 1]), in the order drawn, and the observer's loss on each."""
+    full_size = images.shape[-1]
+    patches = images[torch.randperm(len(images))[: params.patches_per_class]].float() / 255
+    if params.factor > 1:
+        side = full_size // params.factor
+        patches = F.interpolate(patches, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    return patches, crop_losses(observer, patches, label, full_size, params.batch_size)
 
 
 def distill(
