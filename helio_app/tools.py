@@ -55,15 +55,22 @@ def label_images(
     console.print(table)
 
 
-def students_table(paths: list[Path]) -> str:
-    """Several students' tables (metrics/students.json, metrics/cross_arch/*.json) as one, a row per (arch, mode)."""
-    rows = []
-    for path in paths:
-        try:
+def students_table(paths: list[Path], scores: Path | None = None) -> str:
+    """Several students' tables (metrics/students.json, metrics/cross_arch/*.json) as one, a row per (arch, mode);
+    below it, DD-Ranking's scores of those students when a file of them is given."""
+    from helio_app.dd_ranking import score_lines
+
+    rows, below = [], []
+    try:
+        for path in paths:
             rows += table_rows(artifacts.read_json(path), str(path))
-        except HelioError as error:
-            fail(error)
-    return "\n".join(table_lines(rows))
+        if scores is not None:
+            below = ["", *score_lines(artifacts.read_json(scores))]
+    except HelioError as error:
+        fail(error)
+    except (KeyError, TypeError):
+        fail(HelioError(f"{scores}: not a DD-Ranking scores file (write one with helio dd-ranking)"))
+    return "\n".join([*table_lines(rows), *below])
 
 
 def show_info(path: Path) -> None:

@@ -39,6 +39,15 @@ def test_students_prints_several_tables_as_one(workdir):
     (workdir / "projector.json").write_text(json.dumps({"stored_parameters": 3}))
     refused = runner.invoke(app, ["students", "projector.json"])
     assert refused.exit_code == 2 and "projector.json: not a students' table" in refused.output
+    projector = {"ior": 0.0123, "hlr": 0.31, "lrs": 0.2101, "lrs_std": 0.002}
+    scores = {"weight": 0.5, "ipc": 10, "epochs": 120, "archs": ["resnet18"],
+              "resnet18": {"full_hard_acc": 0.92, "projector": projector}}  # fmt: skip
+    (workdir / "scores.json").write_text(json.dumps(scores))
+    with_scores = runner.invoke(app, ["students", "resnet18.json", "--scores", "scores.json"])
+    assert with_scores.exit_code == 0 and "75.44 ± 0.35" in with_scores.output
+    assert "+1.23" in with_scores.output and "0.2101 ± 0.0020" in with_scores.output
+    refused = runner.invoke(app, ["students", "resnet18.json", "--scores", "projector.json"])
+    assert refused.exit_code == 2 and "projector.json: not a DD-Ranking scores file" in refused.output
 
 
 LOADED_BY = """
