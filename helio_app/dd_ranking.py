@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from statistics import mean, pstdev
+from typing import Any
 
 from helio_core import artifacts
 from helio_core.errors import HelioError
@@ -49,10 +50,21 @@ def _seed_accuracies(metrics: dict, arch: str, mode: str, source: str) -> list[f
     return [float(acc) for acc in row.get("accs", [row["acc"]])]
 
 
+def students_of(data: Any) -> Any:
+    """The students' table inside a `helio record` of a run (results/<name>.json), or `data` itself."""
+    return data.get("metrics", {}).get("students", data) if isinstance(data, dict) else data
+
+
+def require_like(theirs: dict, path: str | Path, ours: dict, ours_name: str) -> None:
+    """Refuse to compare students' tables of other IPC or epochs (`theirs` read from `path`)."""
+    if (theirs.get("ipc"), theirs.get("epochs")) != (ours.get("ipc"), ours.get("epochs")):
+        raise HelioError(f"{path}: IPC/epochs {theirs.get('ipc')}/{theirs.get('epochs')}, {ours_name}'s "
+                         f"{ours.get('ipc')}/{ours.get('epochs')}: compare like with like")  # fmt: skip
+
+
 def _students(path: Path) -> dict:
     """A students' metrics file, or a `helio record` of a run (results/<name>.json) holding one."""
-    metrics = artifacts.read_json(path)
-    metrics = metrics.get("metrics", {}).get("students", metrics) if isinstance(metrics, dict) else metrics
+    metrics = students_of(artifacts.read_json(path))
     if not isinstance(metrics, dict) or "archs" not in metrics:
         raise HelioError(f"{path}: not a students' table or a record of one (expected 'archs')")
     return metrics
@@ -84,9 +96,7 @@ def scores(
     inputs = (distilled, random, full, distilled_plain, random_plain)
     tables = {path: _students(path) for path in inputs if path is not None}
     syn, rdm, real = tables[distilled], tables[random], tables[full]
-    if (rdm.get("ipc"), rdm.get("epochs")) != (syn.get("ipc"), syn.get("epochs")):
-        raise HelioError(f"{random}: IPC/epochs {rdm.get('ipc')}/{rdm.get('epochs')}, the distilled run's "
-                         f"{syn.get('ipc')}/{syn.get('epochs')}: compare like with like")  # fmt: skip
+    require_like(rdm, random, syn, "the distilled run")
     result = {"source": SOURCE, "weight": weight, "accuracy_unit": "fraction", "ipc": syn["ipc"],
               "epochs": syn["epochs"], "archs": [arch for arch in syn["archs"] if arch in rdm["archs"]]}  # fmt: skip
     for arch in result["archs"]:

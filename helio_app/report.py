@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from helio_app.dd_ranking import require_like, students_of
 from helio_app.stage import fail
 from helio_core.errors import HelioError
 from helio_core.reporting.figures import MODE_NAMES
@@ -104,7 +105,7 @@ def ipc_table(*paths: str) -> list[str]:
     lines = ["| IPC | " + " | ".join(MODE_NAMES[m] for m in shown) + " | PNG bytes | stored-label bytes |"]
     lines.append("|---" * (len(shown) + 3) + "|")
     runs = [read(path) for path in paths]
-    for students in sorted((run.get("metrics", {}).get("students", run) for run in runs), key=lambda s: s["ipc"]):
+    for students in sorted((students_of(run) for run in runs), key=lambda s: s["ipc"]):
         row = students[students["archs"][0]]
         cells = " | ".join(percent(row[m]) if m in row else "–" for m in shown)
         stored = f"{row['stored']['extra_storage_bytes']:,}" if "stored" in row else "–"
@@ -160,7 +161,7 @@ def label_sources_table(*paths: str) -> list[str]:
     teachers: dict[tuple, tuple[str, dict]] = {}
     for path in paths:
         data = read(path)
-        students, name = data.get("metrics", {}).get("students", data), data.get("name", path)
+        students, name = students_of(data), data.get("name", path)
         for arch in students["archs"]:
             rows = students[arch]
             key = (arch, students["epochs"], students["ipc"], students["images_bytes"])
@@ -186,14 +187,10 @@ def selection_table(distilled: str, *randoms: str) -> list[str]:
     epochs, IPC and seeds, and the difference, DD-Ranking's improvement over random (IOR), on val and on test."""
     lines = ["| student | IPC | epochs | label source | distilled test % | val % | random test % | val % "
              "| IOR val / test (points) |", "|---" * 9 + "|"]  # fmt: skip
-    ours = read(distilled)
-    ours = ours.get("metrics", {}).get("students", ours)
+    ours = students_of(read(distilled))
     for path in randoms:
-        theirs = read(path)
-        theirs = theirs.get("metrics", {}).get("students", theirs)
-        if (theirs["ipc"], theirs["epochs"]) != (ours["ipc"], ours["epochs"]):
-            raise HelioError(f"{path}: IPC/epochs {theirs['ipc']}/{theirs['epochs']}, {distilled}'s "
-                             f"{ours['ipc']}/{ours['epochs']}: compare like with like")  # fmt: skip
+        theirs = students_of(read(path))
+        require_like(theirs, path, ours, distilled)
         for arch in (a for a in ours["archs"] if a in theirs["archs"]):
             for mode in (m for m in MODES if m in ours[arch] and m in theirs[arch]):
                 mine, other = ours[arch][mode], theirs[arch][mode]
