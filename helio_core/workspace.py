@@ -118,7 +118,7 @@ class Workspace:
     def label_net_metrics(self) -> Path:
         return self._at("metrics", "label_net.json")
 
-    # evaluate_students, evaluate_arch, evaluate_continual
+    # evaluate_students, evaluate_arch, evaluate_full_data, evaluate_continual
     def students(self) -> StudentOutputs:
         return StudentOutputs(
             metrics=self._at("metrics", "students.json"),
@@ -133,6 +133,15 @@ class Workspace:
             metrics=self._at("metrics", "cross_arch", f"{arch}.json"),
             curves=self._at("plots", "cross_arch", f"{arch}_curves.csv"),
             accuracy_plot=self._at("plots", "cross_arch", f"{arch}.png"),
+            storage=None,
+            stored_labels=None,
+        )
+
+    def full_data(self) -> StudentOutputs:
+        return StudentOutputs(
+            metrics=self._at("metrics", "full_data.json"),
+            curves=self._at("plots", "full_data_curves.csv"),
+            accuracy_plot=self._at("plots", "full_data.png"),
             storage=None,
             stored_labels=None,
         )

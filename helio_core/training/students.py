@@ -8,6 +8,7 @@ sources and nothing else.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from helio_core.data.distilled import load_distilled
 from helio_core.data.splits import ImageSet, load_classes, load_split
 from helio_core.data.views import ViewPlan, plan_views, render_views
 from helio_core.errors import HelioError
+from helio_core.models import quantise
 from helio_core.models.architectures import create_model
 from helio_core.models.checkpoints import load_teacher
 from helio_core.models.label_net import load_label_net
@@ -126,6 +128,20 @@ class StudentInputs:
     weak_teachers: WeakTeachers | None = None
     weak_teacher_files: list[Path] = field(default_factory=list)
     label_net: nn.Module | None = None
+    quantised_teachers: dict[str, tuple[nn.Module, int]] = field(default_factory=dict)  # dtype: (net, file bytes)
+
+
+def quantised_teacher(teacher: nn.Module, dtype: str) -> tuple[nn.Module, int]:
+    """The teacher as a file of its weights in `dtype` would give it back (helio_core.models.quantise; the
+    normalisation exact), and that file's size in bytes."""
+    state = teacher.state_dict()
+    tensors = quantise.stored(state, dtype, exact=("mean", "std"))
+    model = copy.deepcopy(teacher)
+    missing, unexpected = model.load_state_dict(quantise.restored(tensors, {n: t.shape for n, t in state.items()}),
+                                                strict=False)  # fmt: skip
+    if unexpected or any(not name.endswith("num_batches_tracked") for name in missing):
+        raise HelioError(f"quantised teacher ({dtype}): state mismatch {missing[:3]} {unexpected[:3]}")
+    return model.requires_grad_(False).eval(), quantise.stored_bytes(tensors)
 
 
 def load_student_inputs(
