@@ -31,7 +31,7 @@ def _one_line(error: pytest.ExceptionInfo) -> str:
 
 # ---- params -------------------------------------------------------------------------------------------
 
-ARCHS = "efficientnet_b0, mobilenet_v2, resnet18, resnet18_cifar, shufflenet_v2, swin_v2_t, vgg11"
+ARCHS = "convnet3, efficientnet_b0, mobilenet_v2, resnet18, resnet18_cifar, shufflenet_v2, swin_v2_t, vgg11"
 
 
 @pytest.mark.parametrize(

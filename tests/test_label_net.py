@@ -144,13 +144,16 @@ def test_unkept_label_net_teacher_is_refused():
 
 
 def test_the_stage_writes_the_file_and_its_fidelity(quick_fitted, tmp_path):
-    """fit_label_net on the quick preset, from the full teacher and from two weak teachers' mean (the students'
-    side, label mode label_net, runs end to end in tests/test_pipeline_e2e.py)."""
+    """fit_label_net on the quick preset (which, as params.yaml, practises on the refined images: here the distilled
+    ones stand in), from the full teacher and from two weak teachers' mean (the students' side, label mode
+    label_net, runs end to end in tests/test_pipeline_e2e.py)."""
     workspace = inputs_of(quick_fitted[2], tmp_path)
+    shutil.copytree(workspace.distilled, workspace.refined)
     params = load_params(REPO / "presets" / "quick.yaml", ["label_net.dtype=int8"])
     metrics = fit_label_net.run(params, workspace)
     assert metrics["label_net_bytes"] == workspace.label_net.stat().st_size
-    assert artifacts.read_metadata(workspace.label_net)["teacher_epochs"] == [4]  # last: the full teacher
+    record = artifacts.read_metadata(workspace.label_net)
+    assert record["teacher_epochs"] == [4] and "refined" in record["provenance"]["inputs"]  # last: the full teacher
     written = json.loads(workspace.label_net_metrics.read_text())
     assert written["shipped"]["kl"] >= 0 and len(written["history"]) == params.label_net.epochs
     assert any("label network" in line for line in fit_label_net.summary(metrics))
