@@ -64,10 +64,11 @@ def _paired(first: list[float], second: list[float], what: str) -> list[tuple[fl
     return list(zip(first, second, strict=True))
 
 
-def _improvements(ours: Path, theirs: Path, arch: str, mode: str) -> list[float]:
-    """Per seed: the accuracy of the students of `ours` minus that of `theirs` (IOR when `theirs` is random)."""
-    first = _seed_accuracies(_students(ours), arch, mode, str(ours))
-    second = _seed_accuracies(_students(theirs), arch, mode, str(theirs))
+def _improvements(tables: dict[Path, dict], ours: Path, theirs: Path, arch: str, mode: str) -> list[float]:
+    """Per seed: the accuracy of the students of `ours` minus that of `theirs` (IOR when `theirs` is random), both
+    read already into `tables`."""
+    first = _seed_accuracies(tables[ours], arch, mode, str(ours))
+    second = _seed_accuracies(tables[theirs], arch, mode, str(theirs))
     pairs = _paired(first, second, f"{ours} against {theirs}, {arch} {mode}")
     return [first - second for first, second in pairs]
 
@@ -80,7 +81,9 @@ def scores(
     with the two no-augmentation tables, ARS too). `full` holds the full-data students (mode `hard`)."""
     if not 0 <= weight <= 1:
         raise HelioError(f"dd-ranking: the weight must lie in [0, 1], got {weight}")
-    syn, rdm, real = _students(distilled), _students(random), _students(full)
+    inputs = (distilled, random, full, distilled_plain, random_plain)
+    tables = {path: _students(path) for path in inputs if path is not None}
+    syn, rdm, real = tables[distilled], tables[random], tables[full]
     if (rdm.get("ipc"), rdm.get("epochs")) != (syn.get("ipc"), syn.get("epochs")):
         raise HelioError(f"{random}: IPC/epochs {rdm.get('ipc')}/{rdm.get('epochs')}, the distilled run's "
                          f"{syn.get('ipc')}/{syn.get('epochs')}: compare like with like")  # fmt: skip
@@ -91,11 +94,11 @@ def scores(
         hlr = [full_hard - hard for hard in _seed_accuracies(syn, arch, "hard", str(distilled))]
         result[arch] = {"full_hard_acc": round(full_hard, 5)}
         for mode in (mode for mode in syn[arch] if mode in rdm[arch]):
-            ior = _improvements(distilled, random, arch, mode)
+            ior = _improvements(tables, distilled, random, arch, mode)
             lrs = [label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")]
             row = _summary("ior", ior) | _summary("hlr", hlr) | _summary("lrs", lrs)
             if distilled_plain and random_plain:
-                plain = _improvements(distilled_plain, random_plain, arch, mode)
+                plain = _improvements(tables, distilled_plain, random_plain, arch, mode)
                 ars = [augmentation_robust_score(a, p, weight) for a, p in _paired(ior, plain, f"{arch} {mode}: ARS")]
                 row |= _summary("ars", ars)
             result[arch][mode] = row
