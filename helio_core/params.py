@@ -47,6 +47,7 @@ class DataParams(Section):
     val_images: Positive  # held out of the train split: every choice is made on it, never on test
     synthetic_classes: Positive  # data.name=synthetic only
     synthetic_channels: Literal[1, 3]  # data.name=synthetic only
+    decode_workers: Count  # imagefolder: processes decoding the image files as `prepare` writes them (0: its own)
     class_names: str | None  # imagefolder: a file of "<folder> <name>[, synonyms]" lines (ImageNet's
     # LOC_synset_mapping.txt): classes are named by words, not WordNet ids, for CLIP's text head and the tables
 

@@ -42,8 +42,8 @@ class Workspace:
         return self._at("artifacts", "data")
 
     def split(self, name: str) -> Path:
-        """A prepared split: train, val or test."""
-        return self.data / f"{name}.safetensors"
+        """A prepared split's folder of shards: train, val or test."""
+        return self.data / name
 
     @property
     def classes(self) -> Path:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from helio_core import artifacts
 from helio_core.data.distilled import load_distilled
 from helio_core.data.splits import ImageSet, load_classes, load_split
 from helio_core.data.views import ViewPlan, plan_views, render_views
@@ -152,9 +151,7 @@ def load_student_inputs(
     `label_net`). `batchnorm` is how the teachers normalise the views they label (their checkpoints' statistics,
     or each batch's own)."""
     classes, class_hash = load_classes(workspace.classes)
-    train_meta = artifacts.read_metadata(workspace.split("train"))
-    if train_meta.get("kind") != "dataset-split" or train_meta.get("classes_sha256") != class_hash:
-        raise HelioError(f"{workspace.split('train')}: not the prepared train split of {workspace.classes}")
+    _, train_meta = load_split(workspace.split("train"), classes)
     val, _ = load_split(workspace.split("val"), classes)
     test, _ = load_split(workspace.split("test"), classes)
     images, labels = load_distilled(workspace.refined, class_hash)
