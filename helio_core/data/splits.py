@@ -32,6 +32,21 @@ class ImageSet:
     classes: list[str]
 
 
+class Rows:
+    """Some rows of a split's images (tensor or shards), read only when indexed: a class's images without loading
+    the whole class."""
+
+    def __init__(self, images: torch.Tensor | ShardedImages, positions: torch.Tensor) -> None:
+        self.images, self.positions = images, positions
+        self.shape = torch.Size((len(positions), *images.shape[1:]))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        return self.images[self.positions[index]]
+
+
 def classes_sha256(classes: list[str]) -> str:
     return artifacts.sha256_json(classes)
 
