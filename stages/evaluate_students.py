@@ -175,7 +175,8 @@ def _write_table(
     }
     full_data = outputs == workspace.full_data()
     refined = sorted((workspace.refined / "images").glob("*.png"))
-    images_bytes = workspace.split("train").stat().st_size if full_data else storage.files_bytes(refined)
+    train_files = sorted(workspace.split("train").iterdir()) if full_data else refined
+    images_bytes = storage.files_bytes(train_files)  # full data: the train split's shards and index
     table = summarise(runs, extra)
     metrics = {
         "ipc": None if full_data else params.select.ipc,
