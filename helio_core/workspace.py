@@ -45,6 +45,11 @@ class Workspace:
         """A prepared split's folder of shards: train, val or test."""
         return self.data / name
 
+    def split_index(self, name: str) -> Path:
+        """A split's index: it lists the sha256 of every shard, which readers check, so its hash stands for the
+        split in provenance records (hashing the shards themselves would read the whole split)."""
+        return self.split(name) / "index.json"
+
     @property
     def classes(self) -> Path:
         return self.data / "classes.json"

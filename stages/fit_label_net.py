@@ -62,7 +62,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
         "fit_label_net",
         {"seed": params.seed, "label_net": as_dict(config), "student": as_dict(params.student),
          "student_crop_scale": params.student_crop_scale, "runtime": runtime.record()},
-        {"train": workspace.split("train"), **{file.stem: file for file in files},
+        {"train": workspace.split_index("train"), **{file.stem: file for file in files},
          **({"refined": workspace.refined} if config.stream_share else {})},
     )  # fmt: skip
     extra = {"teacher_epochs": [int(file.stem.split("_")[1]) for file in files], "provenance": record}
