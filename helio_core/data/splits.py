@@ -1,4 +1,5 @@
-"""Prepared splits: uint8 images with int64 labels and their ordered class list, as `prepare` writes them.
+"""Prepared splits: uint8 images with int64 labels and their ordered class list, as `prepare` writes them (a folder
+of shards each, helio_core/data/shards.py, read a batch at a time).
 
 Class order is fixed by the source (the idx/CIFAR label indices, sorted folder names for ImageFolder) and
 recorded with its sha256 in classes.json, so every later artifact can be checked against the class list it was
