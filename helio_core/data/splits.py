@@ -88,26 +88,25 @@ def split_off(split: ImageSet, count: int, generator: torch.Generator) -> tuple[
 
 
 class ChannelSums:
-    """Per-channel sums of uint8 pixel values and of their squares, as exact integers: the mean and std of a split
-    gathered a batch at a time, the same whatever the batches."""
+    """Per-channel histograms of uint8 pixel values: the exact mean and std of a split gathered a batch at a time,
+    the same whatever the batches, in memory the size of one channel of a batch (no wider copy of the pixels)."""
 
     def __init__(self) -> None:
-        self.count, self.sums, self.squares = 0, None, None
+        self.histograms: torch.Tensor | None = None  # (channels, 256) int64 counts
 
     def add(self, images: torch.Tensor) -> None:
-        values = images.transpose(0, 1).reshape(images.shape[1], -1).to(torch.int64)
-        sums, squares = values.sum(1), (values * values).sum(1)
-        self.sums = sums if self.sums is None else self.sums + sums
-        self.squares = squares if self.squares is None else self.squares + squares
-        self.count += values.shape[1]
+        counts = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256) for c in range(images.shape[1])])
+        self.histograms = counts if self.histograms is None else self.histograms + counts
 
     def stats(self) -> tuple[list[float], list[float]]:
         """Mean and (sample) standard deviation per channel, on the [0, 1] scale."""
-        n = self.count
-        means = [Fraction(int(s), n * 255) for s in self.sums]
-        variances = [Fraction(int(q) * n - int(s) ** 2, n * (n - 1) * 255**2) for s, q in zip(self.sums, self.squares,
-                     strict=True)]  # fmt: skip
-        return [float(m) for m in means], [math.sqrt(v) for v in variances]
+        values = torch.arange(256, dtype=torch.int64)
+        means, stds = [], []
+        for counts in self.histograms:
+            n, total, squares = int(counts.sum()), int((counts * values).sum()), int((counts * values * values).sum())
+            means.append(float(Fraction(total, n * 255)))
+            stds.append(math.sqrt(Fraction(squares * n - total**2, n * (n - 1) * 255**2)))
+        return means, stds
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
