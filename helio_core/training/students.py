@@ -228,6 +228,7 @@ def summarise(runs: list[StudentRun], extra_storage: dict[str, int]) -> dict:
                 "extra_storage_bytes": extra_storage[mode],
                 "accs": [round(a, 5) for a in accs],
                 "val_acc": round(statistics.fmean(r.val_acc for r in group), 5),
+                "val_accs": [round(r.val_acc, 5) for r in group],  # per seed, in the order of `accs`: for pairing
                 "seconds_per_student": round(statistics.fmean(r.seconds for r in group), 1),
             }
     return summary
