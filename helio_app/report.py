@@ -180,6 +180,34 @@ def label_sources_table(*paths: str) -> list[str]:
     return lines
 
 
+def selection_table(distilled: str, *randoms: str) -> list[str]:
+    """What the selection adds over random real images with the same labels: per label mode, the distilled run's
+    students beside those of each random-selection run (a record or a students' file) with the same student,
+    epochs, IPC and seeds, and the difference, DD-Ranking's improvement over random (IOR), on val and on test."""
+    lines = ["| student | IPC | epochs | label source | distilled test % | val % | random test % | val % "
+             "| IOR val / test (points) |", "|---" * 9 + "|"]  # fmt: skip
+    ours = read(distilled)
+    ours = ours.get("metrics", {}).get("students", ours)
+    for path in randoms:
+        theirs = read(path)
+        theirs = theirs.get("metrics", {}).get("students", theirs)
+        if (theirs["ipc"], theirs["epochs"]) != (ours["ipc"], ours["epochs"]):
+            raise HelioError(f"{path}: IPC/epochs {theirs['ipc']}/{theirs['epochs']}, {distilled}'s "
+                             f"{ours['ipc']}/{ours['epochs']}: compare like with like")  # fmt: skip
+        for arch in (a for a in ours["archs"] if a in theirs["archs"]):
+            for mode in (m for m in MODES if m in ours[arch] and m in theirs[arch]):
+                mine, other = ours[arch][mode], theirs[arch][mode]
+                if mine["seeds"] != other["seeds"]:
+                    raise HelioError(f"{path}: {arch} {mode} has {other['seeds']} seeds, {distilled} "
+                                     f"{mine['seeds']}: train the same student seeds for both")  # fmt: skip
+                gain = f"{100 * (mine['val_acc'] - other['val_acc']):+.2f} / {100 * (mine['acc'] - other['acc']):+.2f}"
+                lines.append(
+                    f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
+                    f"| {100 * mine['val_acc']:.2f} | {percent(other)} | {100 * other['val_acc']:.2f} | {gain} |"
+                )
+    return lines
+
+
 def label_net_fits_table(*paths: str) -> list[str]:
     """Per record, how its label network's fit went: held-out KL·T² to its target after every epoch (val images),
     the shipped file's agreement and accuracy beside the target's, its bytes and the fit's seconds."""
@@ -321,6 +349,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "ipc": ipc_table,
     "records": records_table,
     "label_sources": label_sources_table,
+    "selection": selection_table,
     "label_net_fits": label_net_fits_table,
     "cross_arch": cross_arch_table,
     "continual": continual_table,

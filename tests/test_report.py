@@ -44,6 +44,25 @@ def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val
     assert table[6].endswith("| 76.11 | -4.00 (vs label-net-300) | 311,500 |")
 
 
+def test_a_selection_table_puts_each_label_mode_against_random_images_with_the_same_labels(tmp_path):
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
+    weaker = {**ROW, "acc": 0.7, "acc_std": 0.01, "val_acc": 0.7811}
+    record = {"name": "random-ipc10", "metrics": {"students": {**STUDENTS, "resnet18": {"projector": weaker}}}}
+    (tmp_path / "random.json").write_text(json.dumps(record))
+    table = render("selection students.json random.json", tmp_path).splitlines()
+    row = "| resnet18 | 10 | 120 | projector (helio) | 75.44 ± 0.35 | 76.11 | 70.00 ± 1.00 | 78.11 | -2.00 / +5.44 |"
+    assert table[2] == row
+    assert len(table) == 3  # hard labels: no random-selection students to put them against
+    other_epochs = {**record, "metrics": {"students": {**record["metrics"]["students"], "epochs": 300}}}
+    (tmp_path / "random.json").write_text(json.dumps(other_epochs))
+    with pytest.raises(HelioError, match="random.json: IPC/epochs 10/300, .*10/120: compare like with like"):
+        render("selection students.json random.json", tmp_path)
+    fewer_seeds = {**record["metrics"]["students"], "resnet18": {"projector": {**weaker, "seeds": 1}}}
+    (tmp_path / "random.json").write_text(json.dumps(fewer_seeds))
+    with pytest.raises(HelioError, match="resnet18 projector has 1 seeds, .* 2: train the same student seeds"):
+        render("selection students.json random.json", tmp_path)
+
+
 def test_a_label_net_fits_table_shows_each_records_curve(tmp_path):
     fit = {
         "history": [{"epoch": 1, "kl": 0.5013}, {"epoch": 2, "kl": 0.20406}],
