@@ -78,7 +78,10 @@ def fidelity(
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="a .safetensors or .json artifact, or a folder holding labels.json")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="a .safetensors or .json artifact, a prepared split's folder, or one holding labels.json"),
+    ],
 ) -> None:
     """Show what an artifact is and what it was made from."""
     from helio_app.tools import show_info

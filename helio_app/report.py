@@ -27,7 +27,7 @@ from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
 METRICS = ("students", "projector", "label_net", "storage", "teachers", "refine")
-MODES = ("projector", "label_net", "teacher", "stored", "hard", "teachers")
+MODES = ("projector", "label_net", "teacher", "teacher_int8", "teacher_int4", "stored", "hard", "teachers")
 
 
 def read(path: str) -> dict:

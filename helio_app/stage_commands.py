@@ -60,10 +60,11 @@ def evaluate_students(
     params: ParamsFile = PARAMS,
     set_: Overrides = None,
     arch: Annotated[str | None, typer.Option(help="one of cross_arch.archs: that architecture's Table 2 row")] = None,
+    full_data: Annotated[bool, typer.Option(help="the full_data section's students on the whole train split")] = False,
 ) -> None:
     """Train students per label mode and seed on the refined images; write metrics/students.json (or, with
-    --arch, metrics/cross_arch/<arch>.json)."""
-    run_stage("evaluate-students", params, set_, arch=arch)
+    --arch, metrics/cross_arch/<arch>.json; with --full-data, metrics/full_data.json)."""
+    run_stage("evaluate-students", params, set_, arch=arch, full_data=full_data)
 
 
 @app.command("evaluate-continual")

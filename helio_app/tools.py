@@ -76,8 +76,8 @@ def students_table(paths: list[Path], scores: Path | None = None) -> str:
 def show_info(path: Path) -> None:
     """What an artifact is and what made it: its record, the stage, the inputs' hashes and the params."""
     try:
-        if path.is_dir():
-            path = path / "labels.json"
+        if path.is_dir():  # a prepared split's shards, or the distilled images
+            path = path / ("index.json" if (path / "index.json").is_file() else "labels.json")
         record = artifacts.read_metadata(path) if path.suffix == ".safetensors" else artifacts.read_json(path)
     except HelioError as error:
         fail(error)

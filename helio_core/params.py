@@ -24,8 +24,9 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Arch = Literal[
     "convnet3", "efficientnet_b0", "mobilenet_v2", "resnet18", "resnet18_cifar", "shufflenet_v2", "swin_v2_t", "vgg11"
 ]
-# teachers: the projector's target; label_net: the distilled label network (stage fit_label_net)
-LabelMode = Literal["projector", "label_net", "teacher", "hard", "stored", "teachers"]
+# teachers: the projector's target; label_net: the distilled label network (stage fit_label_net);
+# teacher_int8/int4: the teacher with its weights quantised (a bytes-against-accuracy yardstick, not a candidate)
+LabelMode = Literal["projector", "label_net", "teacher", "hard", "stored", "teachers", "teacher_int8", "teacher_int4"]
 OnlineLabelMode = Literal["projector", "label_net", "teacher", "hard"]
 
 
@@ -46,6 +47,7 @@ class DataParams(Section):
     val_images: Positive  # held out of the train split: every choice is made on it, never on test
     synthetic_classes: Positive  # data.name=synthetic only
     synthetic_channels: Literal[1, 3]  # data.name=synthetic only
+    decode_workers: Count  # imagefolder: processes decoding the image files as `prepare` writes them (0: its own)
     class_names: str | None  # imagefolder: a file of "<folder> <name>[, synonyms]" lines (ImageNet's
     # LOC_synset_mapping.txt): classes are named by words, not WordNet ids, for CLIP's text head and the tables
 
@@ -271,6 +273,23 @@ class CrossArchParams(Section):
         return self
 
 
+class FullDataParams(Section):
+    """The full-data reference (experiments/full_data/dvc.yaml): the `student` recipe trained on the whole train
+    split instead of the refined images, with hard labels and the teacher's, for DD-Ranking's hard-label recovery
+    and as the ceiling of every table."""
+
+    archs: list[Arch]
+    label_modes: list[Literal["hard", "teacher"]]
+    seeds: list[int]
+    epochs: Positive  # passes over the whole train split
+    batch_size: Positive
+
+    @model_validator(mode="after")
+    def _runs(self) -> FullDataParams:
+        _distinct_entries("full_data", self, ("archs", "label_modes", "seeds"))
+        return self
+
+
 class RuntimeParams(Section):
     """Where the stages run. Not a DVC dependency of any stage: moving a run to a GPU does not invalidate
     its outputs, but every artifact's provenance records the device and precision that made it."""
@@ -300,6 +319,7 @@ class Params(Section):
     student: StudentParams
     continual: ContinualParams
     cross_arch: CrossArchParams
+    full_data: FullDataParams
     runtime: RuntimeParams
 
     @model_validator(mode="after")

@@ -42,8 +42,13 @@ class Workspace:
         return self._at("artifacts", "data")
 
     def split(self, name: str) -> Path:
-        """A prepared split: train, val or test."""
-        return self.data / f"{name}.safetensors"
+        """A prepared split's folder of shards: train, val or test."""
+        return self.data / name
+
+    def split_index(self, name: str) -> Path:
+        """A split's index: it lists the sha256 of every shard, which readers check, so its hash stands for the
+        split in provenance records (hashing the shards themselves would read the whole split)."""
+        return self.split(name) / "index.json"
 
     @property
     def classes(self) -> Path:
@@ -118,7 +123,7 @@ class Workspace:
     def label_net_metrics(self) -> Path:
         return self._at("metrics", "label_net.json")
 
-    # evaluate_students, evaluate_arch, evaluate_continual
+    # evaluate_students, evaluate_arch, evaluate_full_data, evaluate_continual
     def students(self) -> StudentOutputs:
         return StudentOutputs(
             metrics=self._at("metrics", "students.json"),
@@ -133,6 +138,15 @@ class Workspace:
             metrics=self._at("metrics", "cross_arch", f"{arch}.json"),
             curves=self._at("plots", "cross_arch", f"{arch}_curves.csv"),
             accuracy_plot=self._at("plots", "cross_arch", f"{arch}.png"),
+            storage=None,
+            stored_labels=None,
+        )
+
+    def full_data(self) -> StudentOutputs:
+        return StudentOutputs(
+            metrics=self._at("metrics", "full_data.json"),
+            curves=self._at("plots", "full_data_curves.csv"),
+            accuracy_plot=self._at("plots", "full_data.png"),
             storage=None,
             stored_labels=None,
         )

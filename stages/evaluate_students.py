@@ -4,7 +4,9 @@ the accuracy-against-storage plot, and artifacts/stored_labels (the `stored` mod
 
 With `arch`, the same stage is one architecture of the paper's Table 2 (experiments/cross_arch/dvc.yaml): the
 `student` recipe with the `cross_arch` section's label modes, seeds and learning rate for that arch, written to
-metrics/cross_arch/<arch>.json and plots/cross_arch/, without stored labels or a storage report.
+metrics/cross_arch/<arch>.json and plots/cross_arch/, without stored labels or a storage report. With `full_data`
+it is the full-data reference (experiments/full_data/dvc.yaml): the same recipe on the whole train split, with
+the `full_data` section's archs, label modes, seeds, epochs and batch size -> metrics/full_data.json.
 
 Under torchrun the students are dealt out to the ranks (each trains whole students: they are independent, so
 the table does not depend on the number of processes); rank 0 stores the teacher's labels first and writes the
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 
 import torch
 
 from helio_core import artifacts
-from helio_core.data.splits import ImageSet
+from helio_core.data.splits import ImageSet, load_split
 from helio_core.data.views import ViewPlan
 from helio_core.errors import HelioError
 from helio_core.params import Params
@@ -39,6 +42,7 @@ from helio_core.training.students import (
     curve_rows,
     load_student_inputs,
     make_plan,
+    quantised_teacher,
     summarise,
     train_students,
 )
@@ -46,17 +50,23 @@ from helio_core.workspace import StudentOutputs, Workspace
 
 
 def run(
-    params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT, arch: str | None = None
-) -> dict:
+    params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT, arch: str | None = None,
+    full_data: bool = False,
+) -> dict:  # fmt: skip
     started = time.perf_counter()
-    outputs = workspace.students() if arch is None else workspace.cross_arch(arch)
-    params = params if arch is None else cross_arch_params(params, arch)
+    params, outputs = _table_of(params, workspace, arch, full_data)
     config = params.student
     if "stored" in config.label_modes and outputs.stored_labels is None:
         raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
     modes = config.label_modes
     batchnorm = config.teacher_batchnorm
     inputs = load_student_inputs(workspace, runtime, batchnorm, "teachers" in modes, "label_net" in modes)
+    if full_data:
+        train, _ = load_split(workspace.split("train"), inputs.distilled.classes)
+        inputs = replace(inputs, distilled=train)
+    quantised = {mode: quantised_teacher(inputs.teacher, mode.removeprefix("teacher_")) for mode in modes
+                 if mode in ("teacher_int8", "teacher_int4")}  # fmt: skip
+    inputs = replace(inputs, quantised_teachers=quantised)
     distilled, val = inputs.distilled, inputs.val
     curve = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[: config.curve_images]
     curve_set = ImageSet(val.images[curve], val.labels[curve], distilled.classes)
@@ -72,6 +82,7 @@ def run(
         "teachers": lambda seed: online_labels(inputs.weak_teachers),
         "hard": lambda seed: None,
         "stored": lambda seed: replayed_labels(stored[seed]),
+        **{mode: (lambda seed, net=net: online_labels(net)) for mode, (net, _) in quantised.items()},
     }
     jobs = [(a, seed, mode) for a in config.archs for seed in config.seeds for mode in config.label_modes]
     runs = train_students(runtime.shard_list(jobs), inputs, plans, sources, config, curve_set, runtime, progress)
@@ -79,6 +90,18 @@ def run(
     if not runtime.is_main:
         return {}
     return _write_table(runs, inputs, params, workspace, outputs, stored, started)
+
+
+def _table_of(params: Params, workspace: Workspace, arch: str | None, full_data: bool) -> tuple[Params, StudentOutputs]:
+    """The recipe and the outputs of the table asked for: the default one, one cross-architecture row or the
+    full-data reference."""
+    if arch is not None and full_data:
+        raise HelioError("evaluate-students: --arch and --full-data are two different tables; give one")
+    if full_data:
+        return full_data_params(params), workspace.full_data()
+    if arch is not None:
+        return cross_arch_params(params, arch), workspace.cross_arch(arch)
+    return params, workspace.students()
 
 
 def cross_arch_params(params: Params, arch: str) -> Params:
@@ -90,6 +113,17 @@ def cross_arch_params(params: Params, arch: str) -> Params:
     student = params.student.model_copy(update={
         "archs": [arch], "label_modes": list(cross_arch.label_modes), "seeds": list(cross_arch.seeds),
         "lr": cross_arch.lr.get(arch, params.student.lr),
+    })  # fmt: skip
+    return params.model_copy(update={"student": student})
+
+
+def full_data_params(params: Params) -> Params:
+    """The full-data reference's recipe: the `student` section with the `full_data` section's archs, label modes,
+    seeds, epochs and batch size."""
+    full = params.full_data
+    student = params.student.model_copy(update={
+        "archs": list(full.archs), "label_modes": list(full.label_modes), "seeds": list(full.seeds),
+        "epochs": full.epochs, "batch_size": full.batch_size,
     })  # fmt: skip
     return params.model_copy(update={"student": student})
 
@@ -137,11 +171,16 @@ def _write_table(
         "teachers": sum(file.stat().st_size for file in inputs.weak_teacher_files),
         "hard": 0,
         "stored": outputs.stored_file(config.seeds[0]).stat().st_size if stored else 0,
+        **{mode: size for mode, (_, size) in inputs.quantised_teachers.items()},
     }
-    images_bytes = storage.files_bytes(sorted((workspace.refined / "images").glob("*.png")))
+    full_data = outputs == workspace.full_data()
+    refined = sorted((workspace.refined / "images").glob("*.png"))
+    train_files = sorted(workspace.split("train").iterdir()) if full_data else refined
+    images_bytes = storage.files_bytes(train_files)  # full data: the train split's shards and index
     table = summarise(runs, extra)
     metrics = {
-        "ipc": params.select.ipc,
+        "ipc": None if full_data else params.select.ipc,
+        "train_images": len(inputs.distilled.labels),
         "epochs": config.epochs,
         "test_images": len(inputs.test.labels),
         "archs": config.archs,
@@ -154,7 +193,7 @@ def _write_table(
         images = len(inputs.distilled.labels)
         storage.write_storage(outputs.storage, extra, images, config, len(inputs.distilled.classes), images_bytes)
     figures.write_curves(outputs.curves, curve_rows(runs))
-    figures.plot_accuracy_vs_storage(outputs.accuracy_plot, table, images_bytes, params.select.ipc)
+    figures.plot_accuracy_vs_storage(outputs.accuracy_plot, table, images_bytes, metrics["ipc"])
     return metrics
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from helio_core import artifacts
 from helio_core.data.distilled import load_distilled
-from helio_core.data.splits import ImageSet, load_classes, load_split
+from helio_core.data.splits import ImageSet, Rows, load_classes, load_split
 from helio_core.methods.label_net_fit import distil, label_fidelity
 from helio_core.models.checkpoints import load_teacher
 from helio_core.models.label_net import LabelNet, LabelNetSpec, load_label_net, save_label_net
@@ -51,7 +51,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     torch.manual_seed(params.seed)
     spec = LabelNetSpec(tuple(config.widths), train.images.shape[1], len(classes))
     net = LabelNet(spec, train_meta["mean"], train_meta["std"]).to(runtime.device, memory_format=torch.channels_last)
-    fit_set = ImageSet(train.images[fit_index], train.labels[fit_index], classes)
+    fit_set = ImageSet(Rows(train.images, fit_index), train.labels[fit_index], classes)  # read a batch at a time
     batches, steps = _fit_views(params, workspace, fit_set, teachers, class_hash, combine, runtime)
     fit_started = time.perf_counter()
     history = distil(net, batches, steps, held_out, config, generator, runtime, progress)
@@ -62,7 +62,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
         "fit_label_net",
         {"seed": params.seed, "label_net": as_dict(config), "student": as_dict(params.student),
          "student_crop_scale": params.student_crop_scale, "runtime": runtime.record()},
-        {"train": workspace.split("train"), **{file.stem: file for file in files},
+        {"train": workspace.split_index("train"), **{file.stem: file for file in files},
          **({"refined": workspace.refined} if config.stream_share else {})},
     )  # fmt: skip
     extra = {"teacher_epochs": [int(file.stem.split("_")[1]) for file in files], "provenance": record}

@@ -62,7 +62,11 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     record = artifacts.provenance(
         "fit_projector",
         {"seed": params.seed, "projector": as_dict(config), "lora": as_dict(lora), "runtime": runtime.record()},
-        {"train": workspace.split("train"), "distilled": workspace.distilled, **{f.stem: f for f in teacher_files}},
+        {
+            "train": workspace.split_index("train"),
+            "distilled": workspace.distilled,
+            **{f.stem: f for f in teacher_files},
+        },
     )
     extra = {
         "teacher_epochs": [int(f.stem.split("_")[1]) for f in teacher_files],

@@ -1,5 +1,6 @@
-"""Stage `prepare`: the raw data set (`data.name`) -> artifacts/data/{train,val,test}.safetensors and classes.json,
-uint8 at `data.size`, with a validation split held out of train."""
+"""Stage `prepare`: the raw data set (`data.name`) -> artifacts/data/{train,val,test}/ (shards of uint8 images at
+`data.size`, helio_core/data/shards.py) and classes.json, with a validation split held out of train. A split passes
+through a shard at a time, so its size is bounded by the disk, not by memory."""
 
 from __future__ import annotations
 
@@ -7,15 +8,7 @@ import torch
 
 from helio_core import artifacts
 from helio_core.data.sources import load_source
-from helio_core.data.splits import (
-    ImageSet,
-    channel_stats,
-    classes_sha256,
-    resize,
-    split_off,
-    write_classes,
-    write_split,
-)
+from helio_core.data.splits import classes_sha256, split_off, write_classes, write_split
 from helio_core.params import Params, as_dict
 from helio_core.progress import SILENT, Progress
 from helio_core.runtime import CPU, Runtime
@@ -26,25 +19,25 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     runtime.require_single("prepare")
     data = params.data
     train, test = load_source(data, params.seed, progress)
-    train = ImageSet(resize(train.images, data.size), train.labels, train.classes)
-    test = ImageSet(resize(test.images, data.size), test.labels, test.classes)
     train, val = split_off(train, data.val_images, torch.Generator().manual_seed(params.seed))
-    mean, std = channel_stats(train.images)
     class_hash = classes_sha256(train.classes)
     record = artifacts.provenance("prepare", {"seed": params.seed, "data": as_dict(data)}, {})
+    stats = None  # the train split's, gathered as it is written; val and test are normalised with them
     with artifacts.atomic_path(workspace.data) as folder:
         folder.mkdir()
         for split_name, split in (("train", train), ("val", val), ("test", test)):
-            metadata = {"split": split_name, "source": data.name, "classes_sha256": class_hash, "mean": mean,
-                        "std": std, "provenance": record}  # fmt: skip
-            write_split(folder / workspace.split(split_name).name, split, metadata)
+            metadata = {"split": split_name, "source": data.name, "classes_sha256": class_hash, "provenance": record}
+            task = progress.task(f"write {split_name}", total=len(split.labels))
+            stats = write_split(folder / workspace.split(split_name).name, split, data.size, metadata, stats,
+                                on_batch=task.advance)  # fmt: skip
+            task.finish()
         write_classes(folder / workspace.classes.name, train.classes, record)
     return {
         "train": len(train.labels),
         "val": len(val.labels),
         "test": len(test.labels),
         "classes": len(train.classes),
-        "shape": list(train.images.shape[1:]),
+        "shape": [train.images.shape[1], data.size, data.size],
     }
 
 

@@ -38,7 +38,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     images, entries = distill(observer, train, classes, select, progress)
     record = artifacts.provenance(
         "select_patches", {"seed": params.seed, "select": as_dict(select)},
-        {"train": workspace.split("train"), "observer": checkpoint},
+        {"train": workspace.split_index("train"), "observer": checkpoint},
     )  # fmt: skip
     labels = {
         "classes": classes,

@@ -38,7 +38,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     record = artifacts.provenance(
         "train_teachers",
         {"seed": params.seed, "teachers": as_dict(teacher), "runtime": runtime.record()},
-        {"train": workspace.split("train")},
+        {"train": workspace.split_index("train")},
     )
     eval_count = min(teacher.eval_images or len(val.labels), len(val.labels))
     eval_index = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[:eval_count]

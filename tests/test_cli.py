@@ -12,7 +12,7 @@ def test_prepare_and_info_through_the_cli(workdir):
     result = runner.invoke(app, ["prepare", "--params", str(REPO / "presets" / "quick.yaml")])
     assert result.exit_code == 0, result.output
     assert "224 train / 32 val / 40 test images, 4 classes" in result.output
-    shown = runner.invoke(app, ["info", "artifacts/data/train.safetensors"])
+    shown = runner.invoke(app, ["info", "artifacts/data/train"])
     assert shown.exit_code == 0 and "dataset-split" in shown.output and "prepare" in shown.output
 
 

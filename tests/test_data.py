@@ -9,7 +9,7 @@ from PIL import Image
 
 from helio_core import artifacts
 from helio_core.data.sources import load_source, read_idx
-from helio_core.data.splits import cap_per_class, classes_sha256, load_classes
+from helio_core.data.splits import cap_per_class, classes_sha256, load_classes, load_split
 from helio_core.errors import HelioError
 from helio_core.params import load_params
 from helio_core.workspace import Workspace
@@ -164,14 +164,14 @@ def test_cap_per_class_is_seeded_and_balanced(quick_params):
 def test_prepare_writes_splits_classes_and_provenance(workdir, quick_params):
     report = prepare.run(quick_params, Workspace())
     paths = Workspace()
-    tensors, metadata = artifacts.load_tensors(paths.split("train"))
-    assert report["train"] == 4 * 64 - 32 and tensors["images"].shape == (224, 3, 16, 16)
-    val, _ = artifacts.load_tensors(paths.split("val"))
-    assert report["val"] == 32 and val["images"].shape == (32, 3, 16, 16)
-    train_rows = {bytes(image.numpy()) for image in tensors["images"]}
-    assert not train_rows & {bytes(image.numpy()) for image in val["images"]}, "val images leaked into train"
-    assert tensors["images"].dtype == torch.uint8 and tensors["labels"].dtype == torch.int64
     classes, digest = load_classes(paths.classes)
+    train, metadata = load_split(paths.split("train"), classes)
+    assert report["train"] == 4 * 64 - 32 and train.images.shape == (224, 3, 16, 16)
+    val, _ = load_split(paths.split("val"), classes)
+    assert report["val"] == 32 and val.images.shape == (32, 3, 16, 16)
+    train_rows = {bytes(image.numpy()) for image in train.images[:]}
+    assert not train_rows & {bytes(image.numpy()) for image in val.images[:]}, "val images leaked into train"
+    assert train.images[:].dtype == torch.uint8 and train.labels.dtype == torch.int64
     assert classes == ["class_0", "class_1", "class_2", "class_3"] and metadata["classes_sha256"] == digest
     assert metadata["provenance"]["params"]["data"]["name"] == "synthetic" and len(metadata["mean"]) == 3
 

@@ -45,6 +45,7 @@ QUICK_SIZE_KEYS = {
     "student": {"seeds", "epochs", "batch_size", "eval_every", "curve_images"},
     "continual": {"steps"},
     "cross_arch": {"archs", "seeds", "lr"},
+    "full_data": {"archs", "epochs", "batch_size"},
 }
 
 

@@ -101,19 +101,33 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
     assert refined.exit_code == 0, refined.output
     assert "agreement on the distilled images" in refined.output
     assert len(list((workdir / "artifacts/refined/images").glob("*.png"))) == 8
-    modes = ["-S", "student.label_modes=[hard, projector, teachers]", "-S", "student.seeds=[0]",
+    modes = ["-S", "student.label_modes=[hard, projector, teachers, teacher_int4]", "-S", "student.seeds=[0]",
              "-S", "student.teacher_batchnorm=batch"]  # fmt: skip
     students = CliRunner().invoke(app, ["evaluate-students", "-p", quick, *modes])
     assert students.exit_code == 0, students.output
     table = json.loads((workdir / "metrics/students.json").read_text())
-    assert set(table["resnet18"]) == {"hard", "projector", "teachers"} and table["resnet18"]["hard"]["seeds"] == 1
+    assert set(table["resnet18"]) == {"hard", "projector", "teachers", "teacher_int4"}
+    assert table["resnet18"]["hard"]["seeds"] == 1
     fit_targets = sorted((workdir / "artifacts/teachers").glob("epoch_*.safetensors"))  # quick: every kept epoch
+    int4_bytes = table["resnet18"]["teacher_int4"]["extra_storage_bytes"]
+    assert 0.12 < int4_bytes / fit_targets[-1].stat().st_size < 0.15  # an eighth of the fp32 teacher, with scales
     assert table["resnet18"]["teachers"]["extra_storage_bytes"] == sum(f.stat().st_size for f in fit_targets)
     assert list((workdir / "artifacts/stored_labels").iterdir()) == []  # the stage's output exists, empty
     assert (
         "projector" in students.output
         and f"{table['resnet18']['projector']['extra_storage_bytes']:,}" in students.output
     )
+    # the full-data reference: the same recipe on the whole train split, its own table beside the default one
+    full = CliRunner().invoke(app, ["evaluate-students", "-p", quick, "--full-data"])
+    assert full.exit_code == 0, full.output
+    reference = json.loads((workdir / "metrics/full_data.json").read_text())
+    assert reference["ipc"] is None and reference["train_images"] == 224 and reference["epochs"] == 1
+    assert set(reference["resnet18"]) == {"hard", "teacher"} and "the whole train split (224 images)" in full.output
+    train_files = (workdir / "artifacts/data/train").iterdir()
+    assert reference["images_bytes"] == sum(path.stat().st_size for path in train_files)
+    assert json.loads((workdir / "metrics/students.json").read_text()) == table
+    both = CliRunner().invoke(app, ["evaluate-students", "-p", quick, "--full-data", "--arch", "resnet18"])
+    assert both.exit_code == 2 and "--arch and --full-data are two different tables" in both.output
 
 
 LATE_TARGETS = ["blocks.4.*", "blocks.5.*"]

@@ -141,6 +141,7 @@ def test_summary_has_the_issue_shape_and_table_prints():
     assert summary["resnet18"]["projector"]["acc"] == pytest.approx(0.81)
     assert summary["resnet18"]["projector"]["acc_std"] == pytest.approx(0.01414, abs=1e-5)
     assert summary["resnet18"]["hard"]["seeds"] == 2 and summary["resnet18"]["hard"]["extra_storage_bytes"] == 0
+    assert summary["resnet18"]["hard"]["val_accs"] == [0.59, 0.63]  # per seed, paired with accs
     metrics = {"ipc": 10, "epochs": 1, "test_images": 100, "archs": ["resnet18"], **summary, "images_bytes": 5}
     json.dumps(metrics)
     table = format_table(metrics)

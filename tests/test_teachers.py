@@ -1,5 +1,6 @@
 import torch
 
+from helio_core import artifacts
 from helio_core.models.checkpoints import load_checkpoint
 from helio_core.training.engine import lr_factor
 from helio_core.training.teachers import ShuffledStream
@@ -29,6 +30,7 @@ def test_trajectory_keeps_listed_epochs_and_learns(workdir, quick_params):
     assert metrics["val_images"] == 32  # the quick preset's validation split, not the test split
     assert metrics["last_test_acc_full"] > 0.5  # 4 classes: chance is 0.25
     teacher, metadata = load_checkpoint(workspace.teacher(2))
-    assert metadata["epoch"] == 2 and metadata["provenance"]["inputs"]["train"]
+    assert metadata["epoch"] == 2  # the train split stands in provenance by its index, which lists every shard's sha256
+    assert metadata["provenance"]["inputs"]["train"] == artifacts.sha256_file(workspace.split("train") / "index.json")
     first, _ = load_checkpoint(workspace.teacher(1))
     assert not torch.equal(first.net.fc.weight, teacher.net.fc.weight)

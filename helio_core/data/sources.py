@@ -1,6 +1,7 @@
 """Raw data sources behind one interface (`data.name`): Debian's idx files, CIFAR python batches, an
 ImageFolder tree, generated classes. Each returns a train and a test `ImageSet` (uint8 NCHW images, int64
-labels, ordered class names), in the order the source fixes (label indices, sorted folder names).
+labels, ordered class names), in the order the source fixes (label indices, sorted folder names). An ImageFolder's
+images are its files, decoded at `data.size` when `prepare` writes them (helio_core/data/files.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from helio_core.data.files import ImageFiles
 from helio_core.data.splits import ImageSet, cap_per_class
 from helio_core.errors import HelioError
 from helio_core.params import DataParams
@@ -174,18 +175,19 @@ def _load_imagefolder(params: DataParams, seed: int, progress: Progress) -> tupl
     generator = torch.Generator().manual_seed(seed)
     loaded = []
     for split, cap in (("train", params.train_per_class), ("val", params.test_per_class)):
-        task = progress.task(f"read {split}/", total=len(classes))
-        images, labels = [], []
+        task = progress.task(f"list {split}/", total=len(classes))
+        paths, labels = [], []
         for label, folder in enumerate(splits[split]):
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise HelioError(f"{folder}: empty class folder (no image files)")
             if cap is not None and len(files) > cap:
                 files = [files[i] for i in sorted(torch.randperm(len(files), generator=generator)[:cap].tolist())]
-            images += [_load_square(path, params.size) for path in files]
+            paths += files
             labels += [label] * len(files)
             task.advance(status=folder.name)
-        loaded.append(ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), classes))
+        images = ImageFiles(paths, params.size, params.decode_workers)
+        loaded.append(ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes))
     return loaded[0], loaded[1]
 
 
@@ -215,21 +217,6 @@ def read_class_names(path: Path, folders: list[str]) -> list[str]:
             raise HelioError(f"{path}: {name!r} names two class folders, {seen[name]} and {folder}; give each its own")
         seen[name] = folder
     return classes
-
-
-def _load_square(path: Path, size: int) -> torch.Tensor:
-    """An RGB image with its shorter side resized to `size`, centre-cropped (the usual evaluation transform)."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-            image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-            left, top = (width - size) // 2, (height - size) // 2
-            array = np.asarray(image.crop((left, top, left + size, top + size)))
-    except OSError as error:
-        raise HelioError(f"{path}: not a readable image ({error})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def _load_synthetic(params: DataParams, seed: int, progress: Progress) -> tuple[ImageSet, ImageSet]:

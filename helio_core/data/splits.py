@@ -1,4 +1,5 @@
-"""Prepared splits: uint8 images with int64 labels and their ordered class list, as `prepare` writes them.
+"""Prepared splits: uint8 images with int64 labels and their ordered class list, as `prepare` writes them (a folder
+of shards each, helio_core/data/shards.py, read a batch at a time).
 
 Class order is fixed by the source (the idx/CIFAR label indices, sorted folder names for ImageFolder) and
 recorded with its sha256 in classes.json, so every later artifact can be checked against the class list it was
@@ -7,7 +8,10 @@ made for.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +19,33 @@ import torch
 import torch.nn.functional as F
 
 from helio_core import artifacts
+from helio_core.data.files import ImageFiles
+from helio_core.data.shards import INDEX, ShardedImages, read_labels, write_index, write_shards
 from helio_core.errors import HelioError
+
+SHARD_BYTES = 256 << 20  # images per shard file: as many as fit in this many bytes
 
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    images: torch.Tensor | ShardedImages | ImageFiles  # uint8 (N, C, H, W); a prepared split's are read on demand
     labels: torch.Tensor  # int64 (N,)
     classes: list[str]
+
+
+class Rows:
+    """Some rows of a split's images (tensor or shards), read only when indexed: a class's images without loading
+    the whole class."""
+
+    def __init__(self, images: torch.Tensor | ShardedImages, positions: torch.Tensor) -> None:
+        self.images, self.positions = images, positions
+        self.shape = torch.Size((len(positions), *images.shape[1:]))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        return self.images[self.positions[index]]
 
 
 def classes_sha256(classes: list[str]) -> str:
@@ -64,27 +87,78 @@ def split_off(split: ImageSet, count: int, generator: torch.Generator) -> tuple[
     )
 
 
+class ChannelSums:
+    """Per-channel histograms of uint8 pixel values: the exact mean and std of a split gathered a batch at a time,
+    the same whatever the batches, in memory the size of one channel of a batch (no wider copy of the pixels)."""
+
+    def __init__(self) -> None:
+        self.histograms: torch.Tensor | None = None  # (channels, 256) int64 counts
+
+    def add(self, images: torch.Tensor) -> None:
+        counts = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256) for c in range(images.shape[1])])
+        self.histograms = counts if self.histograms is None else self.histograms + counts
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Mean and (sample) standard deviation per channel, on the [0, 1] scale."""
+        values = torch.arange(256, dtype=torch.int64)
+        means, stds = [], []
+        for counts in self.histograms:
+            n, total, squares = int(counts.sum()), int((counts * values).sum()), int((counts * values * values).sum())
+            means.append(float(Fraction(total, n * 255)))
+            stds.append(math.sqrt(Fraction(squares * n - total**2, n * (n - 1) * 255**2)))
+        return means, stds
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
-    values = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
-    return values.mean(1).tolist(), values.std(1).tolist()
+    sums = ChannelSums()
+    sums.add(images)
+    return sums.stats()
 
 
-def write_split(path: Path, split: ImageSet, metadata: dict[str, Any]) -> None:
-    """One prepared split; `metadata` holds its name, source, class hash, normalisation and provenance."""
-    artifacts.save_tensors(
-        path, {"images": split.images, "labels": split.labels}, {"kind": "dataset-split", **metadata}
-    )
+def write_split(
+    folder: Path, split: ImageSet, size: int, metadata: dict[str, Any],
+    stats: tuple[list[float], list[float]] | None = None, shard_bytes: int = SHARD_BYTES,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """One prepared split as a folder of shards (helio_core/data/shards.py), its images resized to `size` a shard
+    at a time. `metadata` holds its name, source, class hash and provenance; `stats` the mean and std to normalise
+    with (None: this split's own, gathered as it is written). Returns the stats recorded."""
+    shard_images = max(1, shard_bytes // (split.images.shape[1] * size * size))
+    sums = ChannelSums()
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in zip(split.images.split(shard_images), split.labels.split(shard_images), strict=True):
+            images = resize(images, size)
+            sums.add(images)
+            yield images, labels
+            if on_batch is not None:
+                on_batch(len(labels))
+
+    shards, shape = write_shards(folder, batches(), shard_images, {"kind": "dataset-shard", "split": metadata["split"]})
+    mean, std = stats or sums.stats()
+    write_index(folder, shards, shape, {**metadata, "mean": mean, "std": std})
+    return mean, std
 
 
-def load_split(path: Path, classes: list[str]) -> tuple[ImageSet, dict]:
-    """A prepared split and its metadata, checked against the class list (from classes.json) it must be of."""
-    tensors, metadata = artifacts.load_tensors(path)
-    if metadata.get("kind") != "dataset-split" or set(tensors) != {"images", "labels"}:
-        raise HelioError(f"{path}: not a prepared data split (expected images and labels written by `prepare`)")
-    if metadata["classes_sha256"] != classes_sha256(classes):
-        raise HelioError(f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…)")
-    return ImageSet(tensors["images"], tensors["labels"], classes), metadata
+def load_split(folder: Path, classes: list[str]) -> tuple[ImageSet, dict]:
+    """A prepared split (its labels in memory, its images read on demand) and its metadata, checked against the
+    class list (from classes.json) it must be of."""
+    index = artifacts.read_json(folder / INDEX)
+    try:
+        if index["kind"] != "dataset-split":
+            raise KeyError("kind")
+        recorded, count = index["classes_sha256"], index["count"]
+        images = ShardedImages(folder, index)
+    except (KeyError, TypeError, ValueError):
+        raise HelioError(f"{folder / INDEX}: not the index of a prepared data split (written by `prepare`)") from None
+    if recorded != classes_sha256(classes):
+        raise HelioError(f"{folder}: made for another class list (classes sha256 {recorded[:12]}…)")
+    labels = read_labels(folder, index)
+    if len(labels) != count or len(images) != count:
+        raise HelioError(f"{folder / INDEX}: {count:,} images listed, its shards hold {len(labels):,}")
+    metadata = {key: value for key, value in index.items() if key not in ("shards", "count", "shape")}
+    return ImageSet(images, labels, classes), metadata
 
 
 def write_classes(path: Path, classes: list[str], provenance: dict[str, Any]) -> None:

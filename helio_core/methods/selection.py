@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.transforms import RandomResizedCrop
 
 from helio_core.data.distilled import image_name
-from helio_core.data.splits import ImageSet
+from helio_core.data.splits import ImageSet, Rows
 from helio_core.params import SelectParams
 from helio_core.progress import Progress
 from helio_core.runtime import model_device
@@ -119,7 +119,8 @@ def distill(
     entries, distilled = [], []
     task = progress.task("select patches", total=len(classes))
     for label, name in enumerate(classes):
-        images, losses = distill_class(observer, train.images[train.labels == label], label, params)
+        members = Rows(train.images, (train.labels == label).nonzero().flatten())
+        images, losses = distill_class(observer, members, label, params)
         distilled.append(images)
         for k in range(params.ipc):
             patch_ce = [round(v, 5) for v in losses[k].tolist()]

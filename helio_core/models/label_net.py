@@ -17,10 +17,10 @@ from torch import nn
 
 from helio_core import artifacts
 from helio_core.errors import HelioError, first_line
+from helio_core.models import quantise
 
 KIND = "label-net"
 DTYPES = ("fp32", "fp16", "int8")
-_SCALE = ".int8_scale"  # suffix of the per-channel scale stored beside an int8 weight
 
 
 @dataclass(frozen=True)
@@ -71,43 +71,17 @@ class LabelNet(nn.Module):
 
 
 def stored_tensors(net: LabelNet, dtype: str) -> dict[str, torch.Tensor]:
-    """The file's tensors: every weight and buffer (BatchNorm's step counter aside) in `dtype`; for int8 each
-    conv/linear weight as int8 plus its per-output-channel fp32 scale. The normalisation stays fp32."""
-    tensors = {}
-    for name, tensor in net.state_dict().items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        tensor = tensor.detach().float()
-        if name in ("mean", "std") or dtype == "fp32":
-            tensors[name] = tensor
-        elif dtype == "int8" and tensor.dim() > 1:
-            scale = tensor.abs().amax(dim=tuple(range(1, tensor.dim())), keepdim=True).clamp_min(1e-12) / 127
-            tensors[name] = (tensor / scale).round().clamp(-127, 127).to(torch.int8)
-            tensors[name + _SCALE] = scale.flatten()
-        else:
-            tensors[name] = tensor.half()
-    return tensors
-
-
-def weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The fp32 state a file's tensors stand for (int8 weights times their scales)."""
-    state = {}
-    for name, tensor in tensors.items():
-        if name.endswith(_SCALE):
-            continue
-        if tensor.dtype == torch.int8:
-            scale = tensors[name + _SCALE].view(-1, *[1] * (tensor.dim() - 1))
-            state[name] = tensor.float() * scale
-        else:
-            state[name] = tensor.float()
-    return state
+    """The file's tensors: every weight and buffer in `dtype` (helio_core.models.quantise); the normalisation
+    stays fp32."""
+    return quantise.stored(net.state_dict(), dtype, exact=("mean", "std"))
 
 
 def rebuilt(spec: LabelNetSpec, tensors: dict[str, torch.Tensor]) -> tuple[LabelNet, list[str]]:
     """A label network of `spec` in eval mode holding a file's tensors (its normalisation included), and the names
     of the state it lacked or had over (empty for a whole file). Raises RuntimeError on a shape that does not fit."""
     net = LabelNet(spec, [0.0] * spec.in_channels, [1.0] * spec.in_channels)
-    missing, unexpected = net.load_state_dict(weights(tensors), strict=False)
+    shapes = {name: tensor.shape for name, tensor in net.state_dict().items()}
+    missing, unexpected = net.load_state_dict(quantise.restored(tensors, shapes), strict=False)
     return net.eval(), [name for name in missing if not name.endswith("num_batches_tracked")] + unexpected
 
 
@@ -130,7 +104,7 @@ def save_label_net(
         "classes": classes,
         "classes_sha256": classes_sha256,
         "dtype": dtype,
-        "stored_parameters": sum(t.numel() for name, t in tensors.items() if not name.endswith(_SCALE)),
+        "stored_parameters": sum(t.numel() for name, t in tensors.items() if not name.endswith("int8_scale")),
         **extra,
     }
     artifacts.save_tensors(path, tensors, metadata)
@@ -158,9 +132,10 @@ def load_label_net(path: Path, expected_classes_sha256: str | None = None) -> tu
             f"{path}: made for another class list (classes sha256 {metadata['classes_sha256'][:12]}…, "
             f"expected {expected_classes_sha256[:12]}…)"
         )
-    unscaled = [name for name, t in tensors.items() if t.dtype == torch.int8 and name + _SCALE not in tensors]
+    int8 = [name for name, tensor in tensors.items() if tensor.dtype == torch.int8]
+    unscaled = [name for name in int8 if quantise.scale_name(name, "int8") not in tensors]
     if unscaled:
-        raise HelioError(f"{path}: int8 tensor {unscaled[0]!r} has no {_SCALE} beside it")
+        raise HelioError(f"{path}: int8 tensor {unscaled[0]!r} has no .int8_scale beside it")
     try:
         net, mismatched = rebuilt(spec, tensors)
     except RuntimeError as error:

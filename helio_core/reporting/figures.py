@@ -15,6 +15,8 @@ MODE_NAMES = {
     "stored": "stored labels (SRe2L/FKD)",
     "hard": "hard labels",
     "teachers": "weak teachers (projector's target)",
+    "teacher_int8": "full teacher, int8 weights",
+    "teacher_int4": "full teacher, int4 weights",
 }
 
 
@@ -26,7 +28,7 @@ def write_curves(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def plot_accuracy_vs_storage(path: Path, summary: dict, images_bytes: int, ipc: int) -> None:
+def plot_accuracy_vs_storage(path: Path, summary: dict, images_bytes: int, ipc: int | None) -> None:
     """One point per (arch, label mode): final test accuracy (mean +- std over seeds) against the bytes a user
     must fetch to train the student (the images plus the label source)."""
     import matplotlib
@@ -44,7 +46,8 @@ def plot_accuracy_vs_storage(path: Path, summary: dict, images_bytes: int, ipc: 
     axes.set_xscale("log")
     axes.set_xlabel("bytes to ship: distilled PNGs + label source (log scale)")
     axes.set_ylabel("student test accuracy, final epoch (%)")
-    axes.set_title(f"IPC {ipc}: accuracy vs storage (mean ± std over seeds)")
+    images = "the whole train split" if ipc is None else f"IPC {ipc}"
+    axes.set_title(f"{images}: accuracy vs storage (mean ± std over seeds)")
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     with artifacts.atomic_path(path) as staged:

@@ -30,7 +30,10 @@ def table_lines(rows: list[tuple[str, str, dict]]) -> list[str]:
 
 def format_table(metrics: dict) -> str:
     """The side-by-side table as plain text: accuracy (mean +- std over seeds) and extra storage per mode."""
-    lines = [f"IPC {metrics['ipc']}, {metrics['epochs']} epochs, final-epoch test accuracy on {metrics['test_images']}"]
+    whole = metrics["ipc"] is None
+    images = f"the whole train split ({metrics['train_images']:,} images)" if whole else f"IPC {metrics['ipc']}"
+    lines = [f"{images}, {metrics['epochs']} epochs, final-epoch test accuracy on {metrics['test_images']}"]
     lines += table_lines(table_rows(metrics))
-    lines.append(f"images: {metrics['images_bytes']:,} bytes of PNG, shared by every mode")
+    kind = "in the train split's file" if whole else "of PNG"
+    lines.append(f"images: {metrics['images_bytes']:,} bytes {kind}, shared by every mode")
     return "\n".join(lines)

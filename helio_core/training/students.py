@@ -8,6 +8,7 @@ sources and nothing else.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -18,11 +19,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from helio_core import artifacts
 from helio_core.data.distilled import load_distilled
 from helio_core.data.splits import ImageSet, load_classes, load_split
 from helio_core.data.views import ViewPlan, plan_views, render_views
 from helio_core.errors import HelioError
+from helio_core.models import quantise
 from helio_core.models.architectures import create_model
 from helio_core.models.checkpoints import load_teacher
 from helio_core.models.label_net import load_label_net
@@ -126,6 +127,20 @@ class StudentInputs:
     weak_teachers: WeakTeachers | None = None
     weak_teacher_files: list[Path] = field(default_factory=list)
     label_net: nn.Module | None = None
+    quantised_teachers: dict[str, tuple[nn.Module, int]] = field(default_factory=dict)  # dtype: (net, file bytes)
+
+
+def quantised_teacher(teacher: nn.Module, dtype: str) -> tuple[nn.Module, int]:
+    """The teacher as a file of its weights in `dtype` would give it back (helio_core.models.quantise; the
+    normalisation exact), and that file's size in bytes."""
+    state = teacher.state_dict()
+    tensors = quantise.stored(state, dtype, exact=("mean", "std"))
+    model = copy.deepcopy(teacher)
+    missing, unexpected = model.load_state_dict(quantise.restored(tensors, {n: t.shape for n, t in state.items()}),
+                                                strict=False)  # fmt: skip
+    if unexpected or any(not name.endswith("num_batches_tracked") for name in missing):
+        raise HelioError(f"quantised teacher ({dtype}): state mismatch {missing[:3]} {unexpected[:3]}")
+    return model.requires_grad_(False).eval(), quantise.stored_bytes(tensors)
 
 
 def load_student_inputs(
@@ -136,9 +151,7 @@ def load_student_inputs(
     `label_net`). `batchnorm` is how the teachers normalise the views they label (their checkpoints' statistics,
     or each batch's own)."""
     classes, class_hash = load_classes(workspace.classes)
-    train_meta = artifacts.read_metadata(workspace.split("train"))
-    if train_meta.get("kind") != "dataset-split" or train_meta.get("classes_sha256") != class_hash:
-        raise HelioError(f"{workspace.split('train')}: not the prepared train split of {workspace.classes}")
+    _, train_meta = load_split(workspace.split("train"), classes)
     val, _ = load_split(workspace.split("val"), classes)
     test, _ = load_split(workspace.split("test"), classes)
     images, labels = load_distilled(workspace.refined, class_hash)
@@ -215,6 +228,7 @@ def summarise(runs: list[StudentRun], extra_storage: dict[str, int]) -> dict:
                 "extra_storage_bytes": extra_storage[mode],
                 "accs": [round(a, 5) for a in accs],
                 "val_acc": round(statistics.fmean(r.val_acc for r in group), 5),
+                "val_accs": [round(r.val_acc, 5) for r in group],  # per seed, in the order of `accs`: for pairing
                 "seconds_per_student": round(statistics.fmean(r.seconds for r in group), 1),
             }
     return summary
