@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# The GPU checks of the scale issue in one short script, for a session lent a GPU machine (the `device` tool):
-#   bash bench/device_check.sh [LOG_DIR] [FASHION_MNIST_DIR] [PART...]  # from the repository root, on the GPU
-# machine; PART names the parts to run (environment tests quick precision student_labels fit_projector_cache
-# projector_throughput student_archs default), all of them by default. Split them over two or three calls of the
-# device tool, each well inside its limit: one call that ran them all timed out with nothing returned.
-# It runs the CUDA tests, the quick preset end to end on CUDA (and under torchrun with NCCL when two GPUs are
-# visible), every benchmark with --device cuda, then the default params end to end on CUDA when a Fashion-MNIST
-# folder is given (stage by stage, the wall seconds of each). Each part has its own time limit and its log in
-# LOG_DIR; one failing part does not stop the others, and the exit status counts the failures.
+# The GPU check of the scale issue in one call of the `device` tool (a session lent a GPU machine), from the
+# repository root there:  bash bench/device_check.sh OUT_DIR [PART...]
+# Before, here: bash bench/device_prepare.sh, and name .device in the call's carry (the wheels the machine's image
+# lacks, installed below into /tmp/site, and Fashion-MNIST). Parts run in priority order, each under its own limit,
+# each writing its log (and the default run's metrics) into OUT_DIR as it finishes, so a call cut short keeps what
+# finished; all of them fit in 8 minutes. PART names the parts to run, by default environment default precision
+# student_labels tests quick; fit_projector_cache, projector_throughput and student_archs run when named.
+# The default part runs the default params stage by stage on CUDA (the wall seconds of each): the pipeline's
+# stages in dvc.yaml's order, so a new stage is never left out.
 set -uo pipefail
+if [ -d .device/wheels ] && [ ! -d /tmp/site ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
+fi
+[ -d /tmp/site ] && PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+if ! command -v python >/dev/null; then  # the machine has python3 only: a wrapper, not a link (venv paths)
+  mkdir -p /tmp/helio-bin && printf '#!/bin/sh\nexec python3 "$@"\n' >/tmp/helio-bin/python && chmod +x /tmp/helio-bin/python
+  export PATH="/tmp/helio-bin:$PATH"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below
   name=$2
   work=$(mktemp -d)
+  stages=$(python -c "import yaml; print(*(s.replace('_', '-') for s in yaml.safe_load(open('dvc.yaml'))['stages']))")
   cp -r helio_core helio_app stages "$work"/
   python - "$3" "$work/params.yaml" "$5" <<'PY'
 import sys, yaml
@@ -25,7 +34,7 @@ PY
   (
     cd "$work" || exit 1
     total=0
-    for stage in prepare train-teachers select-patches fit-projector refine-images evaluate-students; do
+    for stage in $stages; do
       start=$SECONDS
       python -m helio_app "$stage" | tail -n 12 || exit 1
       echo "$name $stage: $((SECONDS - start)) s"
@@ -39,20 +48,21 @@ PY
     fi
   )
   status=$?
-  cp "$work/metrics/students.json" "$4/$name-students.json" 2>/dev/null
+  for file in "$work"/metrics/*.json; do [ -f "$file" ] && cp "$file" "$4/$name-$(basename "$file")"; done
   exit $status
 fi
 
 logs=$(realpath -m "${1:-device-logs}")
-fmnist=${2:+$(realpath "$2")}
-wanted=("${@:3}")
+fmnist=$( [ -d .device/fashion-mnist ] && realpath .device/fashion-mnist)
+wanted=("${@:2}")
+[ ${#wanted[@]} -gt 0 ] || wanted=(environment default precision student_labels tests quick)
 mkdir -p "$logs"
 failures=0
 
 part() {  # part NAME SECONDS COMMAND...: run one part under its limit, its output to the screen and NAME.log
   local name=$1 limit=$2 start=$SECONDS
   shift 2
-  [ ${#wanted[@]} -eq 0 ] || [[ " ${wanted[*]} " == *" $name "* ]] || return 0
+  [[ " ${wanted[*]} " == *" $name "* ]] || return 0
   echo "## $name"
   timeout "$limit" "$@" 2>&1 | tee "$logs/$name.log"
   local status=${PIPESTATUS[0]}
@@ -60,17 +70,19 @@ part() {  # part NAME SECONDS COMMAND...: run one part under its limit, its outp
   [ "$status" -eq 0 ] || failures=$((failures + 1))
 }
 
-part environment 60 python -c "import torch, torchvision; assert torch.cuda.is_available(), 'no CUDA device'; \
-print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
-part tests 120 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
-part quick 120 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
-part precision 45 python bench/precision.py --device cuda
-part student_labels 45 python bench/student_labels.py --device cuda
+part environment 20 python -c "import torch, torchvision, open_clip, pydantic; assert torch.cuda.is_available(), \
+'no CUDA device'; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
+if [ -n "$fmnist" ]; then
+  part default 240 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"
+elif [[ " ${wanted[*]} " == *" default "* ]]; then
+  echo "## default: skipped, no .device/fashion-mnist (bench/device_prepare.sh makes it)"
+fi
+part precision 40 python bench/precision.py --device cuda
+part student_labels 40 python bench/student_labels.py --device cuda
+part tests 60 python -m pytest -n 0 -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
+part quick 60 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
 part fit_projector_cache 45 python bench/fit_projector_cache.py --device cuda
 part projector_throughput 45 python bench/projector_throughput.py --device cuda
 part student_archs 45 python bench/student_archs.py --device cuda
-if [ -n "$fmnist" ]; then
-  part default 300 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"
-fi
 echo "device_check: $failures part(s) failed"
 exit "$failures"
