@@ -79,7 +79,7 @@ elif [[ " ${wanted[*]} " == *" default "* ]]; then
 fi
 part precision 40 python bench/precision.py --device cuda
 part student_labels 40 python bench/student_labels.py --device cuda
-part tests 60 python -m pytest -n 0 -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
+part tests 60 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
 part quick 60 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
 part fit_projector_cache 45 python bench/fit_projector_cache.py --device cuda
 part projector_throughput 45 python bench/projector_throughput.py --device cuda
