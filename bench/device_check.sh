@@ -9,16 +9,8 @@
 # The default part runs the default params stage by stage on CUDA (the wall seconds of each): the pipeline's
 # stages in dvc.yaml's order, so a new stage is never left out.
 set -uo pipefail
-if [ -d .device/wheels ] && [ ! -d /tmp/site ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
-fi
-[ -d /tmp/site ] && PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-if ! command -v python >/dev/null; then  # the machine has python3 only: a wrapper, not a link (venv paths)
-  mkdir -p /tmp/helio-bin && printf '#!/bin/sh\nexec python3 "$@"\n' >/tmp/helio-bin/python && chmod +x /tmp/helio-bin/python
-  export PATH="/tmp/helio-bin:$PATH"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
-if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below
+if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below, in
+  # the environment the call set up
   name=$2
   work=$(mktemp -d)
   stages=$(python -c "import yaml; print(*(s.replace('_', '-') for s in yaml.safe_load(open('dvc.yaml'))['stages']))")
@@ -52,6 +44,15 @@ PY
   exit $status
 fi
 
+if [ -d .device/wheels ] && [ ! -d /tmp/site ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
+fi
+[ ! -d /tmp/site ] || PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+if ! command -v python >/dev/null; then  # the machine has python3 only: a wrapper, not a link (venv paths)
+  mkdir -p /tmp/helio-bin && printf '#!/bin/sh\nexec python3 "$@"\n' >/tmp/helio-bin/python && chmod +x /tmp/helio-bin/python
+  export PATH="/tmp/helio-bin:$PATH"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 logs=$(realpath -m "${1:-device-logs}")
 fmnist=$( [ -d .device/fashion-mnist ] && realpath .device/fashion-mnist)
 wanted=("${@:2}")
@@ -72,11 +73,7 @@ part() {  # part NAME SECONDS COMMAND...: run one part under its limit, its outp
 
 part environment 20 python -c "import torch, torchvision, open_clip, pydantic; assert torch.cuda.is_available(), \
 'no CUDA device'; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
-if [ -n "$fmnist" ]; then
-  part default 240 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"
-elif [[ " ${wanted[*]} " == *" default "* ]]; then
-  echo "## default: skipped, no .device/fashion-mnist (bench/device_prepare.sh makes it)"
-fi
+part default 240 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"  # no folder: prepare names the missing one
 part precision 40 python bench/precision.py --device cuda
 part student_labels 40 python bench/student_labels.py --device cuda
 part tests 60 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py

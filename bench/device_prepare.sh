@@ -2,7 +2,7 @@
 # Gathers here, where pip reaches the registry, what bench/device_check.sh needs on the offline GPU machine: the
 # wheels of the packages helio needs that the machine's image lacks (its list: the device library's KINDS.md; its
 # Python is 3.12), pinned to the versions installed here, and Fashion-MNIST's four files. Both go to .device/
-# (ignored by git), which the device call names in its carry (about 53 MB of its 64 MiB).
+# (ignored by git), which the device call names in its carry (it prints its size; a call carries 64 MiB at most).
 #   bash bench/device_prepare.sh [FASHION_MNIST_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
