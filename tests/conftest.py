@@ -42,10 +42,11 @@ def quick_fitted(tmp_path_factory):
     return params, fit_projector.run(params, workspace), workspace
 
 
-def inputs_of(fitted: Workspace, root: Path) -> Workspace:
-    """A fresh workspace holding the fitted one's data, teachers and distilled images: where a variant fits."""
+def inputs_of(fitted: Workspace, root: Path, *more: str) -> Workspace:
+    """A fresh workspace holding the fitted one's data, teachers and distilled images (and the artifact folders named
+    in `more`): where a variant fits."""
     workspace = Workspace(root)
-    for name in ("data", "teachers", "distilled"):
+    for name in ("data", "teachers", "distilled", *more):
         shutil.copytree(fitted.root / "artifacts" / name, root / "artifacts" / name)
     return workspace
 

@@ -33,11 +33,11 @@ def _hidden_files(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, quick_fitted):
-    """The quick preset's data, teachers and distilled images (the session's), one thread per process (so ranks do
-    not share cores); students in the label modes that take different paths to their labels: none, replayed from
-    rank 0's file, and a network run online (the projector's and the teacher's are run alike)."""
+    """The quick preset's data, teachers, distilled images and projector (the session's), one thread per process (so
+    ranks do not share cores); students in the label modes that take different paths to their labels: none, replayed
+    from rank 0's file, and a network run online (the projector's and the teacher's are run alike)."""
     root = tmp_path_factory.mktemp("ddp")
-    inputs_of(quick_fitted[2], root)
+    inputs_of(quick_fitted[2], root, "projector")
     params = yaml.safe_load((REPO / "presets" / "quick.yaml").read_text())
     params["runtime"].update(device="cpu", threads=1)
     params["student"]["label_modes"] = ["label_net", "hard", "stored"]
@@ -51,12 +51,12 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.mark.slow
-def test_fit_projector_with_two_gloo_processes_matches_one_process_in_form(workspace):
+def test_fit_projector_with_two_gloo_processes_matches_one_process_in_form(workspace, quick_fitted):
+    """Against the session's one-process fit of the same inputs (copied into the workspace)."""
     projector_file = workspace / "artifacts/projector/projector.safetensors"
-    _stage(workspace, "fit-projector")
     single_meta = artifacts.read_metadata(projector_file)
     single_shapes = _tensor_shapes(projector_file)
-    single_metrics = json.loads((workspace / "metrics/projector.json").read_text())
+    single_metrics = json.loads((quick_fitted[2].root / "metrics/projector.json").read_text())
 
     log = _stage(workspace, "fit-projector", processes=2)
     assert log.count("projector:") == 1  # rank 0 alone reports
@@ -97,7 +97,6 @@ def test_train_teachers_with_two_gloo_processes_writes_the_same_checkpoints(work
 def test_evaluate_students_dealt_to_two_processes_give_the_one_process_table(workspace):
     """Students are independent, so dealing them out must not change a single figure (one thread each). The label
     network they use is fit by two processes (DDP) too."""
-    _stage(workspace, "fit-projector")
     _stage(workspace, "refine-images")
     assert _stage(workspace, "fit-label-net", processes=2).count("label network:") == 1  # rank 0 alone reports
     label_net = artifacts.read_metadata(workspace / "artifacts/label_net/label_net.safetensors")
