@@ -181,6 +181,56 @@ def label_sources_table(*paths: str) -> list[str]:
     return lines
 
 
+def paired_seeds_table(*paths: str) -> list[str]:
+    """Light sources against the full teacher seed by seed, pooled over runs: each run's per-seed accuracies are
+    paired with those of the teacher-labelled students of the same run, or of the last earlier run with the same
+    student, epochs, IPC, image bytes and seeds (the same view plans); a source is one label mode at one file size.
+    The mean difference with its standard error over the pairs, on val (where decisions are made) and on test."""
+    lines = ["| student | epochs | IPC | label source | extra bytes | runs | pairs | val − teacher per pair "
+             "| val: mean ± s.e. | test: mean ± s.e. |", "|---" * 10 + "|"]  # fmt: skip
+    for (arch, epochs, ipc, mode, size), group in _paired_gaps(paths).items():
+        per_pair = ", ".join(f"{100 * gap:+.2f}" for gap in group["val"])
+        lines.append(f"| {arch} | {epochs} | {ipc} | {MODE_NAMES[mode]} | {size:,} | {', '.join(group['runs'])} "
+                     f"| {len(group['val'])} | {per_pair} | {_mean_and_error(group['val'])} "
+                     f"| {_mean_and_error(group['test'])} |")  # fmt: skip
+    return lines
+
+
+def _paired_gaps(paths: tuple[str, ...]) -> dict[tuple, dict[str, list]]:
+    """Per (arch, epochs, IPC, label mode, bytes): the runs and the per-seed val and test differences to the
+    teacher-labelled students paired with them (see `paired_seeds_table`)."""
+    teachers: dict[tuple, dict] = {}
+    pooled: dict[tuple, dict[str, list]] = {}
+    for path in paths:
+        data = read(path)
+        students, name = students_of(data), data.get("name", path)
+        for arch in students["archs"]:
+            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"])
+            if "teacher" in rows:
+                teachers[(*like, rows["teacher"]["seeds"])] = rows["teacher"]
+            for mode in (m for m in MODES if m in rows and m != "teacher"):
+                row, teacher = rows[mode], teachers.get((*like, rows[mode]["seeds"]))
+                if teacher is None or "val_accs" not in row or "val_accs" not in teacher:
+                    raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
+                                     "val accuracies for its seeds; list such a run first")  # fmt: skip
+                group = pooled.setdefault(
+                    (*like[:3], mode, row["extra_storage_bytes"]), {"runs": [], "val": [], "test": []}
+                )
+                group["runs"].append(name)
+                for split, key in (("val", "val_accs"), ("test", "accs")):
+                    group[split] += [a - b for a, b in zip(row[key], teacher[key], strict=True)]
+    return pooled
+
+
+def _mean_and_error(gaps: list[float]) -> str:
+    """Mean of paired differences in points, with its standard error (sample std / sqrt n; none for one pair)."""
+    mean = sum(gaps) / len(gaps)
+    if len(gaps) < 2:
+        return f"{100 * mean:+.2f}"
+    error = (sum((gap - mean) ** 2 for gap in gaps) / (len(gaps) - 1) / len(gaps)) ** 0.5
+    return f"{100 * mean:+.2f} ± {100 * error:.2f}"
+
+
 def selection_table(distilled: str, *randoms: str) -> list[str]:
     """What the selection adds over random real images with the same labels: per label mode, the distilled run's
     students beside those of each random-selection run (a record or a students' file) with the same student,
@@ -346,6 +396,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "ipc": ipc_table,
     "records": records_table,
     "label_sources": label_sources_table,
+    "paired_seeds": paired_seeds_table,
     "selection": selection_table,
     "label_net_fits": label_net_fits_table,
     "cross_arch": cross_arch_table,

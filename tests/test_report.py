@@ -44,6 +44,23 @@ def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val
     assert table[6].endswith("| 76.11 | -4.00 (vs label-net-300) | 311,500 |")
 
 
+def test_a_paired_seeds_table_pools_per_seed_differences_to_the_teacher_over_runs(tmp_path):
+    teacher = {**ROW, "accs": [0.79, 0.81], "val_accs": [0.80, 0.82], "extra_storage_bytes": 44_800_000}
+    light = {**ROW, "accs": [0.78, 0.80], "val_accs": [0.79, 0.83], "extra_storage_bytes": 2_300_000}
+    runs = {"teacher-run": {"teacher": teacher}, "light-run": {"label_net": light},  # paired with teacher-run's
+            "both": {"teacher": teacher, "label_net": {**light, "val_accs": [0.80, 0.82]}}}  # fmt: skip
+    for name, rows in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "metrics": {"students": {**STUDENTS,
+                                                           "resnet18": rows}}}))  # fmt: skip
+    table = render("paired_seeds teacher-run.json light-run.json both.json", tmp_path).splitlines()
+    # val differences -1, +1, 0, 0 points: mean 0, s.e. sqrt(2/3/4); test: -1 on every pair
+    assert table[2] == ("| resnet18 | 120 | 10 | label network (distilled ConvNet) | 2,300,000 | light-run, both | 4 "
+                        "| -1.00, +1.00, +0.00, +0.00 | +0.00 ± 0.41 | -1.00 ± 0.00 |")  # fmt: skip
+    assert len(table) == 3
+    with pytest.raises(HelioError, match="light-run.json: resnet18 label_net has no earlier teacher-labelled"):
+        render("paired_seeds light-run.json teacher-run.json", tmp_path)
+
+
 def test_a_selection_table_puts_each_label_mode_against_random_images_with_the_same_labels(tmp_path):
     (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
     weaker = {**ROW, "acc": 0.7, "acc_std": 0.01, "val_acc": 0.7811}
