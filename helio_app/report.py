@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
+import statistics
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from helio_app.dd_ranking import require_like, students_of
@@ -151,44 +153,59 @@ def cross_arch_table(*paths: str) -> list[str]:
     return lines
 
 
-def label_sources_table(*paths: str) -> list[str]:
-    """Per run (a record or a students' metrics file), every label source its students trained with: test and val
-    accuracy, the difference to the full teacher's students on val, and the bytes each needs beside the images.
-    A run without teacher-labelled students is put against the last earlier run's with the same student, epochs,
-    IPC, image bytes and number of seeds (named in the cell): a variant of one label source on the same images."""
-    lines = ["| run | student | epochs | IPC | label source | seeds | test % | val % | val − full teacher "
-             "| extra bytes |", "|---" * 10 + "|"]  # fmt: skip
+def teacher_pairs(paths: tuple[str, ...]) -> Iterator[tuple]:
+    """Every (run name, path, students' table, arch, label mode, row, teacher run name, teacher row or None) of the
+    runs in order: a row is paired with the teacher-labelled students of its own run, or of the last earlier run
+    with the same student, epochs, IPC, image bytes and number of seeds (the same images and view plans)."""
     teachers: dict[tuple, tuple[str, dict]] = {}
     for path in paths:
         data = read(path)
         students, name = students_of(data), data.get("name", path)
         for arch in students["archs"]:
-            rows = students[arch]
-            key = (arch, students["epochs"], students["ipc"], students["images_bytes"])
+            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"])
             if "teacher" in rows:
-                teachers[key] = (name, rows["teacher"])
-            reference, teacher = teachers.get(key, (None, None))
+                teachers[(*like, rows["teacher"]["seeds"])] = (name, rows["teacher"])
             for mode in (m for m in MODES if m in rows):
-                row = rows[mode]
-                paired = teacher is not None and teacher["seeds"] == row["seeds"]
-                gap = f"{100 * (row['val_acc'] - teacher['val_acc']):+.2f}" if paired else "–"
-                gap += f" (vs {reference})" if paired and reference != name else ""
-                lines.append(
-                    f"| {name} | {arch} | {students['epochs']} | {students['ipc']} "
-                    f"| {MODE_NAMES[mode]} | {row['seeds']} | {percent(row)} | {100 * row['val_acc']:.2f} | {gap} "
-                    f"| {row['extra_storage_bytes']:,} |"
-                )
+                reference, teacher = teachers.get((*like, rows[mode]["seeds"]), (None, None))
+                yield name, path, students, arch, mode, rows[mode], reference, teacher
+
+
+def label_sources_table(*paths: str) -> list[str]:
+    """Per run (a record or a students' metrics file), every label source its students trained with: test and val
+    accuracy, the difference to the full teacher's students on val (`teacher_pairs`), and the bytes each needs
+    beside the images."""
+    lines = ["| run | student | epochs | IPC | label source | seeds | test % | val % | val − full teacher "
+             "| extra bytes |", "|---" * 10 + "|"]  # fmt: skip
+    for name, _, students, arch, mode, row, reference, teacher in teacher_pairs(paths):
+        gap = "–" if teacher is None else f"{100 * (row['val_acc'] - teacher['val_acc']):+.2f}"
+        gap += f" (vs {reference})" if teacher is not None and reference != name else ""
+        lines.append(
+            f"| {name} | {arch} | {students['epochs']} | {students['ipc']} "
+            f"| {MODE_NAMES[mode]} | {row['seeds']} | {percent(row)} | {100 * row['val_acc']:.2f} | {gap} "
+            f"| {row['extra_storage_bytes']:,} |"
+        )
     return lines
 
 
 def paired_seeds_table(*paths: str) -> list[str]:
-    """Light sources against the full teacher seed by seed, pooled over runs: each run's per-seed accuracies are
-    paired with those of the teacher-labelled students of the same run, or of the last earlier run with the same
-    student, epochs, IPC, image bytes and seeds (the same view plans); a source is one label mode at one file size.
-    The mean difference with its standard error over the pairs, on val (where decisions are made) and on test."""
+    """Light sources against the full teacher seed by seed, pooled over runs (pairs from `teacher_pairs`); a source
+    is one label mode at one file size. The mean difference with its standard error over the pairs, on val (where
+    decisions are made) and on test."""
     lines = ["| student | epochs | IPC | label source | extra bytes | runs | pairs | val − teacher per pair "
              "| val: mean ± s.e. | test: mean ± s.e. |", "|---" * 10 + "|"]  # fmt: skip
-    for (arch, epochs, ipc, mode, size), group in _paired_gaps(paths).items():
+    pooled: dict[tuple, dict[str, list]] = {}
+    for name, path, students, arch, mode, row, _, teacher in teacher_pairs(paths):
+        if mode == "teacher":
+            continue
+        if teacher is None or "val_accs" not in row or "val_accs" not in teacher:
+            raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
+                             "val accuracies for its seeds; list such a run first")  # fmt: skip
+        key = (arch, students["epochs"], students["ipc"], mode, row["extra_storage_bytes"])
+        group = pooled.setdefault(key, {"runs": [], "val": [], "test": []})
+        group["runs"].append(name)
+        for split, accs in (("val", "val_accs"), ("test", "accs")):
+            group[split] += [a - b for a, b in zip(row[accs], teacher[accs], strict=True)]
+    for (arch, epochs, ipc, mode, size), group in pooled.items():
         per_pair = ", ".join(f"{100 * gap:+.2f}" for gap in group["val"])
         lines.append(f"| {arch} | {epochs} | {ipc} | {MODE_NAMES[mode]} | {size:,} | {', '.join(group['runs'])} "
                      f"| {len(group['val'])} | {per_pair} | {_mean_and_error(group['val'])} "
@@ -196,39 +213,11 @@ def paired_seeds_table(*paths: str) -> list[str]:
     return lines
 
 
-def _paired_gaps(paths: tuple[str, ...]) -> dict[tuple, dict[str, list]]:
-    """Per (arch, epochs, IPC, label mode, bytes): the runs and the per-seed val and test differences to the
-    teacher-labelled students paired with them (see `paired_seeds_table`)."""
-    teachers: dict[tuple, dict] = {}
-    pooled: dict[tuple, dict[str, list]] = {}
-    for path in paths:
-        data = read(path)
-        students, name = students_of(data), data.get("name", path)
-        for arch in students["archs"]:
-            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"])
-            if "teacher" in rows:
-                teachers[(*like, rows["teacher"]["seeds"])] = rows["teacher"]
-            for mode in (m for m in MODES if m in rows and m != "teacher"):
-                row, teacher = rows[mode], teachers.get((*like, rows[mode]["seeds"]))
-                if teacher is None or "val_accs" not in row or "val_accs" not in teacher:
-                    raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
-                                     "val accuracies for its seeds; list such a run first")  # fmt: skip
-                group = pooled.setdefault(
-                    (*like[:3], mode, row["extra_storage_bytes"]), {"runs": [], "val": [], "test": []}
-                )
-                group["runs"].append(name)
-                for split, key in (("val", "val_accs"), ("test", "accs")):
-                    group[split] += [a - b for a, b in zip(row[key], teacher[key], strict=True)]
-    return pooled
-
-
 def _mean_and_error(gaps: list[float]) -> str:
     """Mean of paired differences in points, with its standard error (sample std / sqrt n; none for one pair)."""
-    mean = sum(gaps) / len(gaps)
     if len(gaps) < 2:
-        return f"{100 * mean:+.2f}"
-    error = (sum((gap - mean) ** 2 for gap in gaps) / (len(gaps) - 1) / len(gaps)) ** 0.5
-    return f"{100 * mean:+.2f} ± {100 * error:.2f}"
+        return f"{100 * statistics.mean(gaps):+.2f}"
+    return f"{100 * statistics.mean(gaps):+.2f} ± {100 * statistics.stdev(gaps) / math.sqrt(len(gaps)):.2f}"
 
 
 def selection_table(distilled: str, *randoms: str) -> list[str]:
