@@ -167,7 +167,8 @@ class LabelNetParams(Section):
     """A small ConvNet trained from scratch to reproduce the teacher's soft labels on student-style views of the
     train split (label mode `label_net`), shipped whole: the "just compress the teacher" light label source."""
 
-    widths: list[Positive]  # channels of each block (two 3x3 conv-BN-ReLU, then a 2x2 max-pool)
+    arch: Literal["convnet", "resnet18"]  # VGG-style blocks, or the teacher's ResNet-18 layout made narrow
+    widths: list[Positive]  # convnet: channels of each block; resnet18: of its four stages
     teachers: Literal["last"] | list[int]  # last: the full teacher (the `teacher` mode's); or kept epochs
     target: Literal["mean_logits", "mean_probs"]  # how listed teachers are combined (as projector.target)
     train_images: Positive | None  # train-split images its views are drawn from (None: all)
@@ -184,6 +185,8 @@ class LabelNetParams(Section):
     def _widths(self) -> LabelNetParams:
         if not self.widths:
             raise HelioError("label_net.widths must list at least one block width")
+        if self.arch == "resnet18" and len(self.widths) != 4:
+            raise HelioError(f"label_net.widths must list 4 stage widths for arch resnet18, got {self.widths}")
         if self.stream_share and not 0 < self.stream_batch_size < self.batch_size:
             raise HelioError(
                 f"label_net.stream_share={self.stream_share} of batch_size={self.batch_size} must leave at least one "

@@ -1,4 +1,4 @@
-"""Stage `fit_label_net`: a small ConvNet distilled from the teacher(s) on student-style views of the train split
+"""Stage `fit_label_net`: a small network distilled from the teacher(s) on student-style views of the train split
 (and, for `label_net.stream_share` of each batch, of the refined images it will label)
 -> artifacts/label_net/label_net.safetensors (label mode `label_net`), measured as written against its target on
 held-out val images -> metrics/label_net.json.
@@ -49,7 +49,7 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
         val_targets = combine([predict_logits(teacher, val.images[val_index]) for teacher in teachers])
     held_out = (val.images[val_index], val_targets, val.labels[val_index])
     torch.manual_seed(params.seed)
-    spec = LabelNetSpec(tuple(config.widths), train.images.shape[1], len(classes))
+    spec = LabelNetSpec(config.arch, tuple(config.widths), train.images.shape[1], len(classes))
     net = LabelNet(spec, train_meta["mean"], train_meta["std"]).to(runtime.device, memory_format=torch.channels_last)
     fit_set = ImageSet(Rows(train.images, fit_index), train.labels[fit_index], classes)  # read a batch at a time
     batches, steps = _fit_views(params, workspace, fit_set, teachers, class_hash, combine, runtime)

@@ -8,6 +8,7 @@ from functools import partial
 
 import pytest
 import torch
+import torchvision
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -30,9 +31,10 @@ from tests.conftest import REPO, inputs_of, write_tiny_clip_projector
 CLASSES = ["a", "b", "c"]
 
 
-def _net(seed: int = 0) -> LabelNet:
+def _net(seed: int = 0, arch: str = "convnet") -> LabelNet:
     torch.manual_seed(seed)
-    net = LabelNet(LabelNetSpec((4, 8), 3, len(CLASSES)), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    widths = (4, 8) if arch == "convnet" else (4, 6, 8, 8)
+    net = LabelNet(LabelNetSpec(arch, widths, 3, len(CLASSES)), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
     with torch.no_grad():  # BatchNorm statistics that are not the identity, so that they must round-trip too
         for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -41,9 +43,10 @@ def _net(seed: int = 0) -> LabelNet:
     return net.eval()
 
 
+@pytest.mark.parametrize("arch", ["convnet", "resnet18"])
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
-def test_the_file_gives_back_exactly_the_network_the_fit_measured(tmp_path, dtype):
-    net, images = _net(), torch.rand(6, 3, 12, 12)
+def test_the_file_gives_back_exactly_the_network_the_fit_measured(tmp_path, dtype, arch):
+    net, images = _net(arch=arch), torch.rand(6, 3, 12, 12)
     path = tmp_path / "label_net.safetensors"
     size = save_label_net(path, net, CLASSES, classes_sha256(CLASSES), {"note": "x"}, dtype)
     loaded, metadata = load_label_net(path, classes_sha256(CLASSES))
@@ -66,7 +69,7 @@ def test_the_file_gives_back_exactly_the_network_the_fit_measured(tmp_path, dtyp
 
 
 def test_int8_and_fp16_files_are_smaller_than_fp32(tmp_path):
-    net = LabelNet(LabelNetSpec((16, 32), 3, 10), [0.5] * 3, [0.25] * 3)
+    net = LabelNet(LabelNetSpec("convnet", (16, 32), 3, 10), [0.5] * 3, [0.25] * 3)
     sizes = {
         dtype: save_label_net(tmp_path / f"{dtype}.safetensors", net, list("abcdefghij"), "h", {}, dtype)
         for dtype in ("fp32", "fp16", "int8")
@@ -91,7 +94,8 @@ def test_a_damaged_or_foreign_label_net_file_is_one_line_naming_it(tmp_path):
         load_label_net(path, classes_sha256(["x", "y", "z"]))
     tensors, metadata = artifacts.load_tensors(path)
     cases = {
-        "spec": ({**metadata, "spec": {**metadata["spec"], "widths": []}}, tensors, "spec must hold positive widths"),
+        "spec": ({**metadata, "spec": {**metadata["spec"], "widths": []}}, tensors, "spec must hold an arch"),
+        "arch": ({**metadata, "spec": {**metadata["spec"], "arch": "resnet18"}}, tensors, "four for resnet18"),
         "classes": ({**metadata, "classes": ["a", "b", "d"]}, tensors, "class list does not match"),
         "scale": (metadata, {k: v for k, v in tensors.items() if k != "body.0.weight.int8_scale"}, "no .int8_scale"),
         "shape": (metadata, {**tensors, "head.bias": torch.zeros(5, dtype=torch.float16)}, "weights do not fit"),
@@ -107,6 +111,21 @@ def test_a_damaged_or_foreign_label_net_file_is_one_line_naming_it(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(HelioError, match="plain.safetensors: not a helio safetensors file"):
         load_label_net(tmp_path / "plain.safetensors")
+
+
+def test_the_resnet18_label_net_is_the_teachers_layout_made_narrow():
+    """At the teacher's widths it has the teacher's every tensor, in order, so narrowing is its only change; a
+    28-px image reaches its last stage as 1x1, as in the teacher."""
+    teacher = torchvision.models.resnet18(weights=None, num_classes=10)
+    teacher.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    full = LabelNet(LabelNetSpec("resnet18", (64, 128, 256, 512), 1, 10), [0.5], [0.25])
+    shapes = lambda net: [tuple(t.shape) for name, t in net.state_dict().items() if name not in ("mean", "std")]  # noqa: E731
+    assert shapes(full) == shapes(teacher)
+    narrow = LabelNet(LabelNetSpec("resnet18", (16, 32, 64, 128), 1, 10), [0.5], [0.25]).eval()
+    assert narrow.body(torch.rand(2, 1, 28, 28)).shape == (2, 128, 1, 1)
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in teacher.parameters()) / 15
+    with pytest.raises(HelioError, match=r"label_net.widths must list 4 stage widths for arch resnet18"):
+        load_params(REPO / "presets" / "quick.yaml", ["label_net.arch=resnet18"])
 
 
 def test_distillation_moves_the_network_towards_its_teacher():

@@ -1,7 +1,9 @@
-"""A label network: a small ConvNet trained from scratch to reproduce a teacher's soft labels, shipped whole.
+"""A label network: a small network trained from scratch to reproduce a teacher's soft labels, shipped whole.
 
 The honest "just compress the teacher" baseline to the projector: no pretrained encoder, no LoRA, only a network
-sized to the byte budget and distilled on the kind of views the students will ask it to label. Its file holds
+sized to the byte budget and distilled on the kind of views the students will ask it to label, either a VGG-style
+ConvNet or the teacher's own ResNet-18 layout made narrow (the student then imitates a function of its own
+architecture family, as it does with the teacher). Its file holds
 every weight, in fp32, fp16, or int8 (symmetric, one scale per output channel of each convolution and linear
 layer; BatchNorm and biases in fp16), and the spec that rebuilds it.
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, conv1x1
 
 from helio_core import artifacts
 from helio_core.errors import HelioError, first_line
@@ -21,45 +24,82 @@ from helio_core.models import quantise
 
 KIND = "label-net"
 DTYPES = ("fp32", "fp16", "int8")
+ARCHS = ("convnet", "resnet18")
+RESNET_STAGES = 4
 
 
 @dataclass(frozen=True)
 class LabelNetSpec:
     """What rebuilds a label network (stored in its file)."""
 
-    widths: tuple[int, ...]  # channels of each block (two 3x3 conv-BN-ReLU, then a 2x2 max-pool)
+    arch: str  # convnet | resnet18
+    widths: tuple[int, ...]  # convnet: channels of each block; resnet18: of the stem and each of the four stages
     in_channels: int
     num_classes: int
 
     @classmethod
     def from_record(cls, path: Path, record: Any) -> LabelNetSpec:
-        ok = isinstance(record, dict) and set(record) == {"widths", "in_channels", "num_classes"}
-        ok = ok and isinstance(record["widths"], list) and bool(record["widths"])
+        ok = isinstance(record, dict) and set(record) == {"arch", "widths", "in_channels", "num_classes"}
+        ok = ok and record["arch"] in ARCHS and isinstance(record["widths"], list) and bool(record["widths"])
+        ok = ok and (record["arch"] != "resnet18" or len(record["widths"]) == RESNET_STAGES)
         ok = ok and all(_positive(value) for value in [*record["widths"], record["in_channels"], record["num_classes"]])
         if not ok:
-            raise HelioError(f"{path}: label-net spec must hold positive widths, in_channels and num_classes: {record}")
-        return cls(tuple(record["widths"]), record["in_channels"], record["num_classes"])
+            raise HelioError(
+                f"{path}: label-net spec must hold an arch of {', '.join(ARCHS)} and positive widths (four for "
+                f"resnet18), in_channels and num_classes: {record}"
+            )
+        return cls(record["arch"], tuple(record["widths"]), record["in_channels"], record["num_classes"])
 
 
 def _positive(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def convnet_body(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
+    """Per width: two 3x3 conv-BN-ReLU, then a 2x2 max-pool."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for width in widths:
+        for _ in range(2):
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+def resnet18_body(in_channels: int, widths: tuple[int, ...]) -> nn.Sequential:
+    """torchvision's ResNet-18 (the `resnet18` teacher: 7x7 stride-2 stem, max-pool, two BasicBlocks per stage,
+    stages 2-4 at stride 2) with `widths` channels in its four stages instead of 64-128-256-512, and its init."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    ]  # fmt: skip
+    channels = widths[0]
+    for stage, width in enumerate(widths):
+        stride = 1 if stage == 0 else 2
+        shortcut = None if stride == 1 and channels == width else nn.Sequential(
+            conv1x1(channels, width, stride), nn.BatchNorm2d(width)
+        )  # fmt: skip
+        layers += [BasicBlock(channels, width, stride, shortcut), BasicBlock(width, width)]
+        channels = width
+    body = nn.Sequential(*layers)
+    for module in body.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return body
+
+
+BODIES = {"convnet": convnet_body, "resnet18": resnet18_body}
+
+
 class LabelNet(nn.Module):
-    """A VGG-style ConvNet behind the data set's normalisation; images in [0, 1] in, logits out."""
+    """A label network of `spec` behind the data set's normalisation; images in [0, 1] in, logits out."""
 
     def __init__(self, spec: LabelNetSpec, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.spec = spec
-        layers: list[nn.Module] = []
-        channels = spec.in_channels
-        for width in spec.widths:
-            for _ in range(2):
-                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-                channels = width
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(channels, spec.num_classes)
+        self.body = BODIES[spec.arch](spec.in_channels, spec.widths)
+        self.head = nn.Linear(spec.widths[-1], spec.num_classes)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
