@@ -40,7 +40,7 @@ def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val
     assert table[3].endswith("| 80.11 | +0.00 | 44,800,000 |")
     assert table[4].startswith(f"| {tmp_path / 'students.json'} | resnet18 | 120 | 10 | projector (helio) |")
     assert table[4].endswith("| – | 311,500 |") and len(table) == 7
-    assert table[6].startswith("| wider | resnet18 | 300 | 10 | label network (distilled ConvNet) | 2 |")
+    assert table[6].startswith("| wider | resnet18 | 300 | 10 | label network (distilled) | 2 |")
     assert table[6].endswith("| 76.11 | -4.00 (vs label-net-300) | 311,500 |")
 
 
@@ -54,7 +54,7 @@ def test_a_paired_seeds_table_pools_per_seed_differences_to_the_teacher_over_run
                                                            "resnet18": rows}}}))  # fmt: skip
     table = render("paired_seeds teacher-run.json light-run.json both.json", tmp_path).splitlines()
     # val differences -1, +1, 0, 0 points: mean 0, s.e. sqrt(2/3/4); test: -1 on every pair
-    assert table[2] == ("| resnet18 | 120 | 10 | label network (distilled ConvNet) | 2,300,000 | light-run, both | 4 "
+    assert table[2] == ("| resnet18 | 120 | 10 | label network (distilled) | 2,300,000 | light-run, both | 4 "
                         "| -1.00, +1.00, +0.00, +0.00 | +0.00 ± 0.41 | -1.00 ± 0.00 |")  # fmt: skip
     assert len(table) == 3
     with pytest.raises(HelioError, match="light-run.json: resnet18 label_net has no earlier teacher-labelled"):

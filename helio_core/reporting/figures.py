@@ -10,7 +10,7 @@ from helio_core import artifacts
 
 MODE_NAMES = {
     "projector": "projector (helio)",
-    "label_net": "label network (distilled ConvNet)",
+    "label_net": "label network (distilled)",
     "teacher": "full teacher (RDED)",
     "stored": "stored labels (SRe2L/FKD)",
     "hard": "hard labels",
