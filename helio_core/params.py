@@ -179,6 +179,7 @@ class LabelNetParams(Section):
     lr: PositiveFloat  # AdamW, 5 % warm-up, cosine to zero
     weight_decay: float
     temperature: PositiveFloat  # of the distillation KL
+    lambda_ce: Annotated[float, Field(ge=0)]  # weight of the cross-entropy to the views' (CutMix-mixed) true labels
     dtype: Literal["fp32", "fp16", "int8"]  # storage: int8 is per-output-channel symmetric on conv/linear weights
 
     @model_validator(mode="after")

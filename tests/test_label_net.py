@@ -152,6 +152,29 @@ def test_distillation_moves_the_network_towards_its_teacher():
     assert history[-1]["kl"] == pytest.approx(direct, abs=1e-5)
 
 
+def test_lambda_ce_pulls_the_network_towards_the_true_labels_where_the_teacher_disagrees():
+    """Labels the random teacher does not know: with the cross-entropy term the network fits them on its own train
+    images better than on the teacher's labels alone, and further from the teacher."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (48, 3, 12, 12), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 3, (48,), generator=generator)
+    teacher = _net(seed=1)
+    with torch.no_grad():
+        targets = teacher(images.float() / 255)
+    only = lambda logits: logits[0]  # noqa: E731
+    fitted = {}
+    for weight in (0.0, 5.0):
+        params = load_params(REPO / "presets" / "quick.yaml", ["label_net.epochs=16", "label_net.lr=0.01",
+                                                                f"label_net.lambda_ce={weight}", "student.cutmix=false"])  # fmt: skip
+        batches = labelled_views(images, labels, [teacher], 3, params.student, [0.9, 1.0], 16, only, CPU)
+        net = _net(seed=2).train()
+        distil(net, batches, 3, (images, targets, labels), params.label_net, torch.Generator().manual_seed(1), CPU,
+               SILENT)  # fmt: skip
+        fitted[weight] = label_fidelity(net, (images, targets, labels), 4.0, CPU)
+    assert fitted[5.0]["acc"] > fitted[0.0]["acc"] + 0.1
+    assert fitted[5.0]["kl"] > 3 * fitted[0.0]["kl"]
+
+
 def test_unkept_label_net_teacher_is_refused():
     with pytest.raises(HelioError, match=r"label_net.teachers lists epochs \[7\] that teachers.keep does not keep"):
         load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[2, 7]"])

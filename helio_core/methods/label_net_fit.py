@@ -1,10 +1,12 @@
 """Distilling a label network from the teacher(s) (label mode `label_net`): the KL at temperature between the
 network and the teachers' target on fresh student-style views of the train split every epoch, so that it learns
-the labels of the images it will be asked about (crops, flips, CutMix), not only of whole train images."""
+the labels of the images it will be asked about (crops, flips, CutMix), not only of whole train images; with
+lambda_ce, plus the cross-entropy to the views' true labels, which the train split has and the teacher got wrong."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from helio_core.params import LabelNetParams
@@ -39,10 +41,12 @@ def distil(
     history, task = [], progress.task("distil the label network", total=params.epochs)
     for epoch in range(1, params.epochs + 1):
         net.train()
-        for step, (inputs, target, _) in enumerate(batches(generator)):
+        for step, (inputs, target, hard) in enumerate(batches(generator)):
             with runtime.autocast():
                 logits = parallel(inputs[0].contiguous(memory_format=torch.channels_last))
             loss = distillation_kl(logits.float(), target, params.temperature)
+            if params.lambda_ce:
+                loss = loss + params.lambda_ce * F.cross_entropy(logits.float(), hard)
             optimisation.step(loss)
             task.update(epoch - 1 + (step + 1) / steps_per_epoch, status=f"KL {loss.item():.4f}")
         history.append({"epoch": epoch, **label_fidelity(net, held_out, params.temperature, runtime)})
