@@ -164,7 +164,8 @@ def test_lambda_ce_pulls_the_network_towards_the_true_labels_where_the_teacher_d
     only = lambda logits: logits[0]  # noqa: E731
     fitted = {}
     for weight in (0.0, 5.0):
-        overrides = ["label_net.epochs=16", "label_net.lr=0.01", f"label_net.lambda_ce={weight}", "student.cutmix=0"]
+        overrides = ["label_net.epochs=16", "label_net.lr=0.01", f"label_net.lambda_ce={weight}"]
+        overrides.append("student.cutmix=false")
         params = load_params(REPO / "presets" / "quick.yaml", overrides)
         batches = labelled_views(images, labels, [teacher], 3, params.student, [0.9, 1.0], 16, only, CPU)
         net = _net(seed=2).train()
