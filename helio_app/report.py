@@ -153,20 +153,37 @@ def cross_arch_table(*paths: str) -> list[str]:
     return lines
 
 
+SEEDS_SET = re.compile(r"student\.seeds=\[([0-9, ]+)\]")
+
+
+def student_seeds(data: dict) -> tuple[int, ...]:
+    """The seeds of a run's students, in the order of its rows' accuracies: recorded in its students' table; for a
+    record made before they were, the `student.seeds=[...]` its command set, else params.yaml's seeds of that time,
+    0 to n-1 (every such run's)."""
+    students = students_of(data)
+    if "student_seeds" in students:
+        return tuple(students["student_seeds"])
+    found = SEEDS_SET.search(data.get("command", ""))
+    if found:
+        return tuple(int(seed) for seed in found.group(1).split(","))
+    counts = {row["seeds"] for arch in students["archs"] for row in students[arch].values()}
+    return tuple(range(max(counts)))
+
+
 def teacher_pairs(paths: tuple[str, ...]) -> Iterator[tuple]:
     """Every (run name, path, students' table, arch, label mode, row, teacher run name, teacher row or None) of the
     runs in order: a row is paired with the teacher-labelled students of its own run, or of the last earlier run
-    with the same student, epochs, IPC, image bytes and number of seeds (the same images and view plans)."""
+    with the same student, epochs, IPC, image bytes and seeds (the same images and view plans)."""
     teachers: dict[tuple, tuple[str, dict]] = {}
     for path in paths:
         data = read(path)
-        students, name = students_of(data), data.get("name", path)
+        students, name, seeds = students_of(data), data.get("name", path), student_seeds(data)
         for arch in students["archs"]:
-            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"])
+            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"], seeds)
             if "teacher" in rows:
-                teachers[(*like, rows["teacher"]["seeds"])] = (name, rows["teacher"])
+                teachers[like] = (name, rows["teacher"])
             for mode in (m for m in MODES if m in rows):
-                reference, teacher = teachers.get((*like, rows[mode]["seeds"]), (None, None))
+                reference, teacher = teachers.get(like, (None, None))
                 yield name, path, students, arch, mode, rows[mode], reference, teacher
 
 
@@ -188,25 +205,38 @@ def label_sources_table(*paths: str) -> list[str]:
 
 
 def paired_seeds_table(*paths: str) -> list[str]:
-    """Light sources against the full teacher seed by seed, pooled over runs (pairs from `teacher_pairs`); a source
-    is one label mode at one file size. The mean difference with its standard error over the pairs, on val (where
-    decisions are made) and on test."""
-    lines = ["| student | epochs | IPC | label source | extra bytes | runs | pairs | val − teacher per pair "
+    """Light sources against the full teacher seed by seed, pooled over runs: each seed's students are paired with the
+    teacher-labelled students of the same seed in the run itself or the last earlier one with the same student,
+    epochs, IPC and image bytes (the same images and view plan). A source is one label mode at one file size. The
+    mean difference with its standard error over the pairs, on val (where decisions are made) and on test."""
+    lines = ["| student | epochs | IPC | label source | extra bytes | runs | pairs | val − teacher per seed "
              "| val: mean ± s.e. | test: mean ± s.e. |", "|---" * 10 + "|"]  # fmt: skip
+    teacher_seeds: dict[tuple, tuple[float, float]] = {}
     pooled: dict[tuple, dict[str, list]] = {}
-    for name, path, students, arch, mode, row, _, teacher in teacher_pairs(paths):
-        if mode == "teacher":
-            continue
-        if teacher is None or "val_accs" not in row or "val_accs" not in teacher:
-            raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
-                             "val accuracies for its seeds; list such a run first")  # fmt: skip
-        key = (arch, students["epochs"], students["ipc"], mode, row["extra_storage_bytes"])
-        group = pooled.setdefault(key, {"runs": [], "val": [], "test": []})
-        group["runs"].append(name)
-        for split, accs in (("val", "val_accs"), ("test", "accs")):
-            group[split] += [a - b for a, b in zip(row[accs], teacher[accs], strict=True)]
+    for path in paths:
+        data = read(path)
+        students, seeds = students_of(data), student_seeds(data)
+        for arch in students["archs"]:
+            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"])
+            if "val_accs" in rows.get("teacher", {}):
+                for seed, val, test in zip(seeds, rows["teacher"]["val_accs"], rows["teacher"]["accs"], strict=True):
+                    teacher_seeds[(*like, seed)] = (val, test)
+            for mode in (m for m in MODES if m in rows and m != "teacher"):
+                unpaired = [seed for seed in seeds if (*like, seed) not in teacher_seeds]
+                if "val_accs" not in rows[mode] or unpaired:
+                    raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
+                                     f"val accuracies for its seeds {list(seeds)}; list such a run first")  # fmt: skip
+                group = pooled.setdefault((*like[:3], mode, rows[mode]["extra_storage_bytes"]),
+                                          {"runs": [], "seeds": [], "val": [], "test": []})  # fmt: skip
+                group["runs"].append(data.get("name", path))
+                for seed, val, test in zip(seeds, rows[mode]["val_accs"], rows[mode]["accs"], strict=True):
+                    teacher_val, teacher_test = teacher_seeds[(*like, seed)]
+                    group["seeds"].append(seed)
+                    group["val"].append(val - teacher_val)
+                    group["test"].append(test - teacher_test)
     for (arch, epochs, ipc, mode, size), group in pooled.items():
-        per_pair = ", ".join(f"{100 * gap:+.2f}" for gap in group["val"])
+        pairs = zip(group["seeds"], group["val"], strict=True)
+        per_pair = ", ".join(f"{seed}: {100 * gap:+.2f}" for seed, gap in pairs)
         lines.append(f"| {arch} | {epochs} | {ipc} | {MODE_NAMES[mode]} | {size:,} | {', '.join(group['runs'])} "
                      f"| {len(group['val'])} | {per_pair} | {_mean_and_error(group['val'])} "
                      f"| {_mean_and_error(group['test'])} |")  # fmt: skip

@@ -182,6 +182,7 @@ def _write_table(
         "ipc": None if full_data else params.select.ipc,
         "train_images": len(inputs.distilled.labels),
         "epochs": config.epochs,
+        "student_seeds": config.seeds,  # in the order of every row's accs and val_accs
         "test_images": len(inputs.test.labels),
         "archs": config.archs,
         **table,

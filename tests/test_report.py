@@ -47,18 +47,25 @@ def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val
 def test_a_paired_seeds_table_pools_per_seed_differences_to_the_teacher_over_runs(tmp_path):
     teacher = {**ROW, "accs": [0.79, 0.81], "val_accs": [0.80, 0.82], "extra_storage_bytes": 44_800_000}
     light = {**ROW, "accs": [0.78, 0.80], "val_accs": [0.79, 0.83], "extra_storage_bytes": 2_300_000}
-    runs = {"teacher-run": {"teacher": teacher}, "light-run": {"label_net": light},  # paired with teacher-run's
-            "both": {"teacher": teacher, "label_net": {**light, "val_accs": [0.80, 0.82]}}}  # fmt: skip
-    for name, rows in runs.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "metrics": {"students": {**STUDENTS,
-                                                           "resnet18": rows}}}))  # fmt: skip
-    table = render("paired_seeds teacher-run.json light-run.json both.json", tmp_path).splitlines()
-    # val differences -1, +1, 0, 0 points: mean 0, s.e. sqrt(2/3/4); test: -1 on every pair
-    assert table[2] == ("| resnet18 | 120 | 10 | label network (distilled) | 2,300,000 | light-run, both | 4 "
-                        "| -1.00, +1.00, +0.00, +0.00 | +0.00 ± 0.41 | -1.00 ± 0.00 |")  # fmt: skip
+    one = {**light, "seeds": 1, "accs": [0.80], "val_accs": [0.80]}
+    runs = {"teacher-run": ({"teacher": teacher}, {}), "light-run": ({"label_net": light}, {}),  # seeds 0, 1 (legacy)
+            "both": ({"teacher": teacher, "label_net": {**light, "val_accs": [0.80, 0.82]}}, {}),
+            "seed-1": ({"label_net": one}, {"student_seeds": [1]}),  # paired with seed 1 of the last teacher run
+            "seed-7": ({"label_net": one}, {"student_seeds": [7]})}  # fmt: skip
+    for name, (rows, seeds) in runs.items():
+        students = {**STUDENTS, "resnet18": rows, **seeds}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "metrics": {"students": students}}))
+    table = render("paired_seeds teacher-run.json light-run.json both.json seed-1.json", tmp_path).splitlines()
+    # val differences -1, +1, 0, 0, -2 points: mean -0.4, s.e. sqrt(5.2/4/5); test: -1, -1, -1, -1, -1
+    assert table[2] == (
+        "| resnet18 | 120 | 10 | label network (distilled) | 2,300,000 | light-run, both, seed-1 | 5 "
+        "| 0: -1.00, 1: +1.00, 0: +0.00, 1: +0.00, 1: -2.00 | -0.40 ± 0.51 | -1.00 ± 0.00 |"
+    )
     assert len(table) == 3
     with pytest.raises(HelioError, match="light-run.json: resnet18 label_net has no earlier teacher-labelled"):
         render("paired_seeds light-run.json teacher-run.json", tmp_path)
+    with pytest.raises(HelioError, match=r"seed-7.json: resnet18 label_net .* for its seeds \[7\]"):
+        render("paired_seeds teacher-run.json seed-7.json", tmp_path)
 
 
 def test_a_selection_table_puts_each_label_mode_against_random_images_with_the_same_labels(tmp_path):
