@@ -50,9 +50,24 @@ def labellers(
     return sources, plan
 
 
+REFITTED = ("projector", "label_net")  # label files a study refits in one workspace
+
+
+def joined_students(
+    table: dict, names: list[str], arch: str, stream: tuple[int, int | None], hashes: dict[str, str]
+) -> dict[str, dict]:
+    """Each source's row of a students' table, where those students trained on this stream's (epochs, IPC) and, for
+    a refitted source, on the file of these `hashes` (recorded in the table's label_files_sha256); else {}."""
+    same_run = (table.get("epochs"), table.get("ipc")) == stream
+    learned_from = table.get("label_files_sha256", {})
+    same_file = {name: name not in REFITTED or learned_from.get(name) == hashes[name] for name in names}
+    return {name: table.get(arch, {}).get(name, {}) if same_run and same_file[name] else {} for name in names}
+
+
 def measure(params: Params, names: list[str], reference: str, seed: int, every: int, views: int) -> dict:
     """The fidelity rows of every source, joined with the students' scores of metrics/students.json where those
-    students trained on this stream's length and IPC."""
+    students trained on this stream's length and IPC and, for the projector and the label network, on these very
+    files (a refit in the same workspace has other students)."""
     workspace = Workspace()
     weak = "teachers" in (*names, reference)
     with runtime.started(params.runtime) as here:
@@ -67,11 +82,11 @@ def measure(params: Params, names: list[str], reference: str, seed: int, every: 
     outputs = workspace.students()
     table = artifacts.read_json(outputs.metrics) if outputs.metrics.exists() else {}
     arch = params.student.archs[0]
-    same_run = (table.get("epochs"), table.get("ipc")) == (plan.epochs, params.select.ipc)
-    students = {name: table.get(arch, {}).get(name, {}) if same_run else {} for name in names}
     files = {"projector": [workspace.projector], "label_net": [workspace.label_net],
              "teachers": inputs.weak_teacher_files,
              "stored": [outputs.stored_file(seed)]}  # fmt: skip
+    hashes = {name: artifacts.sha256_file(files[name][0]) for name in names if name in REFITTED}
+    students = joined_students(table, names, arch, (plan.epochs, params.select.ipc), hashes)
     return {
         "seed": seed, "every": every, "views_per_epoch": views, "temperature": params.student.temperature,
         "reference": reference, "arch": arch, "student_epochs": plan.epochs,

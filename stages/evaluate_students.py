@@ -187,6 +187,7 @@ def _write_table(
         "archs": config.archs,
         **table,
         "images_bytes": images_bytes,
+        "label_files_sha256": label_files_sha256(workspace, inputs),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     artifacts.write_json(outputs.metrics, metrics)
@@ -196,6 +197,13 @@ def _write_table(
     figures.write_curves(outputs.curves, curve_rows(runs))
     figures.plot_accuracy_vs_storage(outputs.accuracy_plot, table, images_bytes, metrics["ipc"])
     return metrics
+
+
+def label_files_sha256(workspace: Workspace, inputs: StudentInputs) -> dict[str, str]:
+    """Which projector and label network these students learned from, so that a later measurement of those files
+    (`helio fidelity`) joins these accuracies only to the same files, not to a refit in the same workspace."""
+    files = {"projector": workspace.projector, "label_net": workspace.label_net if inputs.label_net else None}
+    return {name: artifacts.sha256_file(file) for name, file in files.items() if file is not None and file.exists()}
 
 
 def summary(metrics: dict) -> list[str]:

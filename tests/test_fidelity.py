@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helio_app.fidelity import joined_students
 from helio_core.data.splits import ImageSet
 from helio_core.data.views import render_views
 from helio_core.params import load_params
@@ -84,3 +85,17 @@ def test_replayed_views_are_the_ones_the_student_trains_on():
     ((epoch, positions, views),) = seen
     expected, _ = render_views(data.images, data.labels, plan, 1, plan.batches()[0], 5)
     assert epoch == 1 and positions == plan.batches()[0] and torch.equal(views, expected)
+
+
+def test_students_are_joined_only_to_the_stream_and_the_label_files_they_trained_on():
+    row = {"acc": 0.8, "val_acc": 0.81}
+    table = {"epochs": 300, "ipc": 10, "label_files_sha256": {"label_net": "aa", "projector": "bb"},
+             "resnet18": {"label_net": row, "projector": row, "stored": row}}  # fmt: skip
+    names, hashes = ["label_net", "projector", "stored"], {"label_net": "aa", "projector": "bb"}
+    assert joined_students(table, names, "resnet18", (300, 10), hashes) == {name: row for name in names}
+    refit = joined_students(table, names, "resnet18", (300, 10), {**hashes, "label_net": "cc"})
+    assert refit == {"label_net": {}, "projector": row, "stored": row}
+    assert joined_students(table, names, "resnet18", (120, 10), hashes) == {name: {} for name in names}
+    unrecorded = {key: value for key, value in table.items() if key != "label_files_sha256"}
+    assert joined_students(unrecorded, names, "resnet18", (300, 10), hashes) == {"label_net": {}, "projector": {},
+                                                                                "stored": row}  # fmt: skip

@@ -121,6 +121,8 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
     assert stored["all"]["kl"] < 1e-4 and stored["all"]["agreement"] == 1.0
     assert fidelity["sources"]["projector"]["bytes"] == projector["projector_bytes"]
     assert fidelity["sources"]["projector"]["students_test_acc"] == students["resnet18"]["projector"]["acc"]
+    learned_from = students["label_files_sha256"]  # what fidelity checks before it joins the students' scores
+    assert learned_from["projector"] == artifacts.sha256_file(root / "artifacts/projector/projector.safetensors")
     assert fidelity["sources"]["label_net"]["bytes"] == label_net["label_net_bytes"]
     assert fidelity["sources"]["teachers"]["all"]["kl"] > 0.0
     shorter = [sys.executable, "-m", "helio_app", "fidelity", "-S", "student.epochs=2", "--views", "3", "-o", "f2.json"]
