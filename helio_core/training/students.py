@@ -88,8 +88,8 @@ def train_student(
                 logits = model(views.contiguous(memory_format=torch.channels_last))
             loss = student_loss(mode, logits.float(), soft, hard, params)
             optimisation.step(loss)
-            losses.append(loss.item())
-        mean_loss = sum(losses) / len(losses)
+            losses.append(loss.detach())  # read once per epoch: no host sync per step on a GPU
+        mean_loss = sum(torch.stack(losses).tolist()) / len(losses)
         last = epoch + 1 == plan.epochs
         scored = score(model) if (epoch + 1) % params.eval_every == 0 or last else None
         curve.append((epoch + 1, mean_loss, scored))
