@@ -170,21 +170,28 @@ def student_seeds(data: dict) -> tuple[int, ...]:
     return tuple(range(max(counts)))
 
 
+def arch_rows(paths: tuple[str, ...]) -> Iterator[tuple]:
+    """Every (run name, path, students' table, seeds, arch, rows by label mode, like) of the runs in order, `like`
+    being what makes two runs' students comparable: student, epochs, IPC and image bytes (the same images)."""
+    for path in paths:
+        data = read(path)
+        students, name, seeds = students_of(data), data.get("name", path), student_seeds(data)
+        for arch in students["archs"]:
+            like = (arch, students["epochs"], students["ipc"], students["images_bytes"])
+            yield name, path, students, seeds, arch, students[arch], like
+
+
 def teacher_pairs(paths: tuple[str, ...]) -> Iterator[tuple]:
     """Every (run name, path, students' table, arch, label mode, row, teacher run name, teacher row or None) of the
     runs in order: a row is paired with the teacher-labelled students of its own run, or of the last earlier run
     with the same student, epochs, IPC, image bytes and seeds (the same images and view plans)."""
     teachers: dict[tuple, tuple[str, dict]] = {}
-    for path in paths:
-        data = read(path)
-        students, name, seeds = students_of(data), data.get("name", path), student_seeds(data)
-        for arch in students["archs"]:
-            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"], seeds)
-            if "teacher" in rows:
-                teachers[like] = (name, rows["teacher"])
-            for mode in (m for m in MODES if m in rows):
-                reference, teacher = teachers.get(like, (None, None))
-                yield name, path, students, arch, mode, rows[mode], reference, teacher
+    for name, path, students, seeds, arch, rows, like in arch_rows(paths):
+        if "teacher" in rows:
+            teachers[(*like, seeds)] = (name, rows["teacher"])
+        for mode in (m for m in MODES if m in rows):
+            reference, teacher = teachers.get((*like, seeds), (None, None))
+            yield name, path, students, arch, mode, rows[mode], reference, teacher
 
 
 def label_sources_table(*paths: str) -> list[str]:
@@ -213,27 +220,23 @@ def paired_seeds_table(*paths: str) -> list[str]:
              "| val: mean ± s.e. | test: mean ± s.e. |", "|---" * 10 + "|"]  # fmt: skip
     teacher_seeds: dict[tuple, tuple[float, float]] = {}
     pooled: dict[tuple, dict[str, list]] = {}
-    for path in paths:
-        data = read(path)
-        students, seeds = students_of(data), student_seeds(data)
-        for arch in students["archs"]:
-            rows, like = students[arch], (arch, students["epochs"], students["ipc"], students["images_bytes"])
-            if "val_accs" in rows.get("teacher", {}):
-                for seed, val, test in zip(seeds, rows["teacher"]["val_accs"], rows["teacher"]["accs"], strict=True):
-                    teacher_seeds[(*like, seed)] = (val, test)
-            for mode in (m for m in MODES if m in rows and m != "teacher"):
-                unpaired = [seed for seed in seeds if (*like, seed) not in teacher_seeds]
-                if "val_accs" not in rows[mode] or unpaired:
-                    raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
-                                     f"val accuracies for its seeds {list(seeds)}; list such a run first")  # fmt: skip
-                group = pooled.setdefault((*like[:3], mode, rows[mode]["extra_storage_bytes"]),
-                                          {"runs": [], "seeds": [], "val": [], "test": []})  # fmt: skip
-                group["runs"].append(data.get("name", path))
-                for seed, val, test in zip(seeds, rows[mode]["val_accs"], rows[mode]["accs"], strict=True):
-                    teacher_val, teacher_test = teacher_seeds[(*like, seed)]
-                    group["seeds"].append(seed)
-                    group["val"].append(val - teacher_val)
-                    group["test"].append(test - teacher_test)
+    for name, path, _, seeds, arch, rows, like in arch_rows(paths):
+        if "val_accs" in rows.get("teacher", {}):
+            for seed, val, test in zip(seeds, rows["teacher"]["val_accs"], rows["teacher"]["accs"], strict=True):
+                teacher_seeds[(*like, seed)] = (val, test)
+        unpaired = [seed for seed in seeds if (*like, seed) not in teacher_seeds]
+        for mode in (m for m in MODES if m in rows and m != "teacher"):
+            if "val_accs" not in rows[mode] or unpaired:
+                raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
+                                 f"val accuracies for its seeds {list(seeds)}; list such a run first")  # fmt: skip
+            group = pooled.setdefault((*like[:3], mode, rows[mode]["extra_storage_bytes"]),
+                                      {"runs": [], "seeds": [], "val": [], "test": []})  # fmt: skip
+            group["runs"].append(name)
+            for seed, val, test in zip(seeds, rows[mode]["val_accs"], rows[mode]["accs"], strict=True):
+                teacher_val, teacher_test = teacher_seeds[(*like, seed)]
+                group["seeds"].append(seed)
+                group["val"].append(val - teacher_val)
+                group["test"].append(test - teacher_test)
     for (arch, epochs, ipc, mode, size), group in pooled.items():
         pairs = zip(group["seeds"], group["val"], strict=True)
         per_pair = ", ".join(f"{seed}: {100 * gap:+.2f}" for seed, gap in pairs)
