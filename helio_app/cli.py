@@ -66,6 +66,10 @@ def fidelity(
     seed: Annotated[int, typer.Option(help="whose view stream: one of student.seeds")] = 0,
     every: Annotated[int, typer.Option(min=1, help="measure every Nth epoch of the stream")] = 10,
     views: Annotated[int, typer.Option(min=1, help="views per measured epoch (whole batches)")] = 256,
+    students: Annotated[
+        list[Path] | None,
+        typer.Option(help="students' tables to join, first match wins (default: metrics/students.json)"),
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON file of every row")] = Path("fidelity.json"),
 ) -> None:
     """Label sources' fidelity to a reference on a student's own view stream (KL at the students' temperature,
@@ -73,7 +77,7 @@ def fidelity(
     from helio_app.fidelity import fidelity_command
 
     names = [name.value for name in source or (LabelSource.projector, LabelSource.stored)]
-    fidelity_command(params, set_, names, reference.value, seed, every, views, output)
+    fidelity_command(params, set_, names, reference.value, seed, every, views, students, output)
 
 
 @app.command()

@@ -54,20 +54,26 @@ REFITTED = ("projector", "label_net")  # label files a study refits in one works
 
 
 def joined_students(
-    table: dict, names: list[str], arch: str, stream: tuple[int, int | None], hashes: dict[str, str]
+    tables: list[dict], names: list[str], arch: str, stream: tuple[int, int | None], seed: int, hashes: dict[str, str]
 ) -> dict[str, dict]:
-    """Each source's row of a students' table, where those students trained on this stream's (epochs, IPC) and, for
-    a refitted source, on the file of these `hashes` (recorded in the table's label_files_sha256); else {}."""
-    same_run = (table.get("epochs"), table.get("ipc")) == stream
-    learned_from = table.get("label_files_sha256", {})
-    same_file = {name: name not in REFITTED or learned_from.get(name) == hashes[name] for name in names}
-    return {name: table.get(arch, {}).get(name, {}) if same_run and same_file[name] else {} for name in names}
+    """Each source's row of the first students' table whose students trained on this stream's (epochs, IPC), among
+    them this seed where the table records its seeds, and, for a refitted source, on the file of these `hashes`
+    (recorded in the table's label_files_sha256); else {}."""
+
+    def joins(table: dict, name: str) -> bool:
+        same_run = (table.get("epochs"), table.get("ipc")) == stream and seed in table.get("student_seeds", [seed])
+        same_file = name not in REFITTED or table.get("label_files_sha256", {}).get(name) == hashes[name]
+        return same_run and same_file and name in table.get(arch, {})
+
+    return {name: next((table[arch][name] for table in tables if joins(table, name)), {}) for name in names}
 
 
-def measure(params: Params, names: list[str], reference: str, seed: int, every: int, views: int) -> dict:
-    """The fidelity rows of every source, joined with the students' scores of metrics/students.json where those
-    students trained on this stream's length and IPC and, for the projector and the label network, on these very
-    files (a refit in the same workspace has other students)."""
+def measure(
+    params: Params, names: list[str], reference: str, seed: int, every: int, views: int, students: list[Path] | None
+) -> dict:
+    """The fidelity rows of every source, joined with the students' scores of the first of `students` (default:
+    metrics/students.json) whose students trained on this stream's length, IPC and seed and, for the projector and
+    the label network, on these very files (a refit in the same workspace has other students)."""
     workspace = Workspace()
     weak = "teachers" in (*names, reference)
     with runtime.started(params.runtime) as here:
@@ -80,20 +86,21 @@ def measure(params: Params, names: list[str], reference: str, seed: int, every: 
                 judge, sources, inputs.distilled, plan, params.student.temperature, epochs, views, here.device
             )
     outputs = workspace.students()
-    table = artifacts.read_json(outputs.metrics) if outputs.metrics.exists() else {}
+    paths = students or ([outputs.metrics] if outputs.metrics.exists() else [])
+    tables = [artifacts.read_json(path) for path in paths]
     arch = params.student.archs[0]
     files = {"projector": [workspace.projector], "label_net": [workspace.label_net],
              "teachers": inputs.weak_teacher_files,
              "stored": [outputs.stored_file(seed)]}  # fmt: skip
     hashes = {name: artifacts.sha256_file(files[name][0]) for name in names if name in REFITTED}
-    students = joined_students(table, names, arch, (plan.epochs, params.select.ipc), hashes)
+    joined = joined_students(tables, names, arch, (plan.epochs, params.select.ipc), seed, hashes)
     return {
         "seed": seed, "every": every, "views_per_epoch": views, "temperature": params.student.temperature,
-        "reference": reference, "arch": arch, "student_epochs": plan.epochs,
+        "reference": reference, "arch": arch, "student_epochs": plan.epochs, "ipc": params.select.ipc,
         "sources": {
             name: {"bytes": sum(file.stat().st_size for file in files[name]), "all": rows[name][-1],
-                   "epochs": rows[name][:-1], "students_val_acc": students[name].get("val_acc"),
-                   "students_test_acc": students[name].get("acc")}
+                   "epochs": rows[name][:-1], "students_val_acc": joined[name].get("val_acc"),
+                   "students_test_acc": joined[name].get("acc")}
             for name in names
         },
     }  # fmt: skip
@@ -115,14 +122,14 @@ def show(result: dict) -> None:
 
 def fidelity_command(
     params_file: Path, overrides: list[str] | None, names: list[str], reference: str, seed: int, every: int,
-    views: int, output: Path,
+    views: int, students: list[Path] | None, output: Path,
 ) -> None:  # fmt: skip
     """`helio fidelity`: measure, print, and write the rows with the command, date and commit that made them."""
     try:
         params = load_params(params_file, overrides)
         if seed not in params.student.seeds:
             raise HelioError(f"--seed {seed} is not one of student.seeds {params.student.seeds}")
-        result = measure(params, names, reference, seed, every, views)
+        result = measure(params, names, reference, seed, every, views, students)
     except HelioError as error:
         fail(error)
     command = shlex.join(["helio", *sys.argv[1:]])

@@ -355,22 +355,30 @@ def mean_scores(runs: list[dict], keys: tuple[str, ...] = FIDELITY_SCORES) -> di
     return {key: sum(run["source"]["all"][key] for run in runs) / len(runs) for key in keys}
 
 
+def students_mean(runs: list[dict], key: str) -> float | None:
+    """A source's students' accuracy over a group's streams: the mean of the rows each seed's stream was joined to
+    (one table of every seed, or a table per seed); None where none was."""
+    joined = [run["source"][key] for run in runs if run["source"][key] is not None]
+    return sum(joined) / len(joined) if joined else None
+
+
 def fidelity_table(*paths: str) -> list[str]:
     """Per run, label source and reference (the full teacher or the weak teachers): its fidelity on the students'
-    view streams, beside the students trained on that source (mean over their seeds)."""
-    lines = ["| run | label source | against | streams | bytes | KL·T² | top-1 agreement | dark-knowledge rank corr. "
-             "| entropy reference / source | students test % | val % |", "|---" * 11 + "|"]  # fmt: skip
+    view streams, beside the students trained on that source (mean over the seeds joined)."""
+    lines = ["| run | IPC | label source | against | streams | bytes | KL·T² | top-1 agreement "
+             "| dark-knowledge rank corr. | entropy reference / source | students test % | val % |",
+             "|---" * 12 + "|"]  # fmt: skip
     against = {"teacher": "full teacher", "teachers": "weak teachers"}
     for (label, name, reference), runs in fidelity_groups(paths).items():
         source, mean = runs[0]["source"], mean_scores(runs)
         streams = f"seeds {', '.join(str(run['seed']) for run in runs)} × {runs[0]['student_epochs']} epochs"
-        test, val = source["students_test_acc"], source["students_val_acc"]
+        test, val = students_mean(runs, "students_test_acc"), students_mean(runs, "students_val_acc")
         students = "– | –" if test is None else f"{100 * test:.2f} | {100 * val:.2f}"
         scores = " | ".join(f"{mean[key]:.3f}" for key in ("kl", "agreement", "dark_rank_corr"))
         entropy = f"{mean['entropy_reference']:.3f} / {mean['entropy_labeller']:.3f}"
         lines.append(
-            f"| {label} | {MODE_NAMES[name]} | {against[reference]} | {streams} | {source['bytes']:,} | {scores} "
-            f"| {entropy} | {students} |"
+            f"| {label} | {runs[0]['ipc']} | {MODE_NAMES[name]} | {against[reference]} | {streams} "
+            f"| {source['bytes']:,} | {scores} | {entropy} | {students} |"
         )
     return lines
 
@@ -393,9 +401,9 @@ def fidelity_predictors_table(*paths: str) -> list[str]:
     whose students exist, the rank correlation of each measure (averaged over seeds) with their val accuracy."""
     groups = [
         runs for (_, _, reference), runs in fidelity_groups(paths).items()
-        if reference == "teacher" and runs[0]["source"]["students_val_acc"] is not None
+        if reference == "teacher" and students_mean(runs, "students_val_acc") is not None
     ]  # fmt: skip
-    val = [runs[0]["source"]["students_val_acc"] for runs in groups]
+    val = [students_mean(runs, "students_val_acc") for runs in groups]
     names = {"kl": "KL·T² (lower is better)", "agreement": "top-1 agreement", "dark_rank_corr": "dark-knowledge rank "
              "corr.", "entropy_labeller": "entropy of the source's labels"}  # fmt: skip
     lines = [

@@ -92,10 +92,26 @@ def test_students_are_joined_only_to_the_stream_and_the_label_files_they_trained
     table = {"epochs": 300, "ipc": 10, "label_files_sha256": {"label_net": "aa", "projector": "bb"},
              "resnet18": {"label_net": row, "projector": row, "stored": row}}  # fmt: skip
     names, hashes = ["label_net", "projector", "stored"], {"label_net": "aa", "projector": "bb"}
-    assert joined_students(table, names, "resnet18", (300, 10), hashes) == {name: row for name in names}
-    refit = joined_students(table, names, "resnet18", (300, 10), {**hashes, "label_net": "cc"})
+    assert joined_students([table], names, "resnet18", (300, 10), 0, hashes) == {name: row for name in names}
+    refit = joined_students([table], names, "resnet18", (300, 10), 0, {**hashes, "label_net": "cc"})
     assert refit == {"label_net": {}, "projector": row, "stored": row}
-    assert joined_students(table, names, "resnet18", (120, 10), hashes) == {name: {} for name in names}
+    assert joined_students([table], names, "resnet18", (120, 10), 0, hashes) == {name: {} for name in names}
     unrecorded = {key: value for key, value in table.items() if key != "label_files_sha256"}
-    assert joined_students(unrecorded, names, "resnet18", (300, 10), hashes) == {"label_net": {}, "projector": {},
-                                                                                "stored": row}  # fmt: skip
+    assert joined_students([unrecorded], names, "resnet18", (300, 10), 0, hashes) == {"label_net": {}, "projector": {},
+                                                                                     "stored": row}  # fmt: skip
+
+
+def test_each_stream_joins_the_first_table_of_its_own_seeds_students():
+    hashes = {"label_net": "aa", "projector": "bb"}
+    per_seed = [
+        {"epochs": 300, "ipc": 50, "student_seeds": [seed], "label_files_sha256": hashes,
+         "resnet18": {mode: {"acc": 0.7 + index / 100, "val_acc": 0.71 + index / 100}}}
+        for index, (seed, mode) in enumerate(((0, "label_net"), (1, "label_net"), (1, "projector"), (1, "label_net")))
+    ]  # fmt: skip
+    seed1 = joined_students(per_seed, ["label_net", "projector"], "resnet18", (300, 50), 1, hashes)
+    assert seed1 == {
+        "label_net": per_seed[1]["resnet18"]["label_net"],
+        "projector": per_seed[2]["resnet18"]["projector"],
+    }
+    seed2 = joined_students(per_seed, ["label_net", "projector"], "resnet18", (300, 50), 2, hashes)
+    assert seed2 == {"label_net": {}, "projector": {}}

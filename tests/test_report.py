@@ -99,15 +99,15 @@ def test_a_label_net_fits_table_shows_each_records_curve(tmp_path):
     assert table[2] == "| longer | 2 | 0.501 → 0.204 | 94.4 | 85.8 (86.2) | 582,540 | 746 |" and len(table) == 3
 
 
-def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
+def test_a_fidelity_table_averages_each_sources_streams_and_students_over_seeds(tmp_path):
     def pooled(kl, agreement):
         return {"epoch": "all", "views": 3072, "kl": kl, "agreement": agreement, "dark_rank_corr": 0.8651,
                 "entropy_reference": 0.91, "entropy_labeller": 1.2}  # fmt: skip
 
-    for seed, kl in ((0, 0.8), (1, 0.9)):
-        run = {"seed": seed, "every": 10, "student_epochs": 300, "reference": "teacher",
+    for seed, kl, val in ((0, 0.8, 0.7624), (1, 0.9, 0.7824)):  # each stream joined to its seed's students
+        run = {"seed": seed, "every": 10, "student_epochs": 300, "ipc": 50, "reference": "teacher",
                "sources": {"projector": {"bytes": 311500, "all": pooled(kl, 0.8 + seed / 10),
-                                         "students_test_acc": 0.7648, "students_val_acc": 0.7724},
+                                         "students_test_acc": 0.7648, "students_val_acc": val},
                            "teachers": {"bytes": 90000000, "all": pooled(0.1, 1.0), "students_test_acc": None,
                                         "students_val_acc": None}}}  # fmt: skip
         (tmp_path / f"fidelity-default-seed{seed}.json").write_text(json.dumps(run))
@@ -116,11 +116,11 @@ def test_a_fidelity_table_averages_each_sources_streams_over_seeds(tmp_path):
     (tmp_path / "fidelity-default-seed1-weak.json").write_text(json.dumps(weak))
     table = render("fidelity fidelity-*.json", tmp_path).splitlines()
     assert table[2] == (
-        "| default | projector (helio) | full teacher | seeds 0, 1 × 300 epochs | 311,500 | 0.850 | 0.850 | 0.865 "
-        "| 0.910 / 1.200 | 76.48 | 77.24 |"
+        "| default | 50 | projector (helio) | full teacher | seeds 0, 1 × 300 epochs | 311,500 | 0.850 | 0.850 "
+        "| 0.865 | 0.910 / 1.200 | 76.48 | 77.24 |"
     )
-    assert table[3].startswith("| default | weak teachers") and table[3].endswith("| – | – |")
-    assert table[4].startswith("| default | projector (helio) | weak teachers | seeds 1 × 300 epochs |")
+    assert table[3].startswith("| default | 50 | weak teachers") and table[3].endswith("| – | – |")
+    assert table[4].startswith("| default | 50 | projector (helio) | weak teachers | seeds 1 × 300 epochs |")
     assert len(table) == 5
 
 
