@@ -164,8 +164,9 @@ class LoraParams(Section):
 
 
 class LabelNetParams(Section):
-    """A small ConvNet trained from scratch to reproduce the teacher's soft labels on student-style views of the
-    train split (label mode `label_net`), shipped whole: the "just compress the teacher" light label source."""
+    """A small network (a narrow ConvNet, or the teacher's ResNet-18 layout narrowed) trained from scratch to reproduce
+    the teacher's soft labels on student-style views of the train split and the refined images (label mode
+    `label_net`), shipped whole: the "just compress the teacher" light label source."""
 
     arch: Literal["convnet", "resnet18"]  # VGG-style blocks, or the teacher's ResNet-18 layout made narrow
     widths: list[Positive]  # convnet: channels of each block; resnet18: of its four stages

@@ -74,8 +74,11 @@ def _train_and_keep(
     if folder is not None:
         folder.mkdir()
     for epoch, step, steps, loss in train_trajectory(model, train.images, train.labels, teacher, generator, runtime):
-        task.update(epoch - 1 + step / steps, status=f"epoch {epoch} loss {loss:.3f}")
-        if step < steps or epoch not in teacher.keep or folder is None:
+        if step < steps:
+            task.update(epoch - 1 + step / steps)
+            continue
+        task.update(epoch, status=f"epoch {epoch} last loss {loss.item():.3f}")  # one host sync per epoch
+        if epoch not in teacher.keep or folder is None:
             continue
         scoring = progress.task(f"score epoch {epoch}", total=len(scored.labels))
         with runtime.autocast():

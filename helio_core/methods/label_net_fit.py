@@ -48,7 +48,8 @@ def distil(
             if params.lambda_ce:
                 loss = loss + params.lambda_ce * F.cross_entropy(logits.float(), hard)
             optimisation.step(loss)
-            task.update(epoch - 1 + (step + 1) / steps_per_epoch, status=f"KL {loss.item():.4f}")
+            task.update(epoch - 1 + (step + 1) / steps_per_epoch)
+        task.update(epoch, status=f"last KL {loss.item():.4f}")  # one host sync per epoch, not per step
         history.append({"epoch": epoch, **label_fidelity(net, held_out, params.temperature, runtime)})
         progress.note(f"label network epoch {epoch}: {history[-1]}")
     return history

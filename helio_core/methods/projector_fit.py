@@ -191,7 +191,8 @@ def fit(
                 logits = parallel(*batch)
             loss = projector_loss(logits.float(), target, hard, params)
             optimisation.step(loss)
-            task.update(epoch - 1 + (step + 1) / steps_per_epoch, status=f"loss {loss.item():.4f}")
+            task.update(epoch - 1 + (step + 1) / steps_per_epoch)
+        task.update(epoch, status=f"last loss {loss.item():.4f}")  # one host sync per epoch, not per step
         with runtime.autocast():
             val_logits = predict_logits(projector, val_images, batch_size=LABEL_BATCH)
         val_loss = projector_loss(val_logits, val_targets, val_labels, params).item()

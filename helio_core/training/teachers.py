@@ -41,8 +41,9 @@ def train_trajectory(
     params: TeacherParams,
     generator: torch.Generator,
     runtime: Runtime,
-) -> Iterator[tuple[int, int, int, float]]:
-    """Train `model` in place; yield (epoch, step, steps per epoch, loss) after every step.
+) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """Train `model` in place; yield (epoch, step, steps per epoch, loss) after every step, the loss a detached
+    tensor (reading it is a host sync on a GPU: read it where it is shown, not every step).
 
     Every rank draws and augments the same global batch and trains on its shard; DDP averages the gradients,
     so a batch size means the same thing on one process or many."""
@@ -66,4 +67,4 @@ def train_trajectory(
             target = runtime.to_device(runtime.shard(labels[index]))
             loss = F.cross_entropy(logits.float(), target, label_smoothing=params.label_smoothing)
             optimisation.step(loss)
-            yield epoch, step + 1, steps_per_epoch, loss.item()
+            yield epoch, step + 1, steps_per_epoch, loss.detach()
