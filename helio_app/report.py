@@ -398,21 +398,25 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 def fidelity_predictors_table(*paths: str) -> list[str]:
     """Which fidelity measure predicts the students: across the label sources measured against the full teacher
-    whose students exist, the rank correlation of each measure (averaged over seeds) with their val accuracy."""
-    groups = [
-        runs for (_, _, reference), runs in fidelity_groups(paths).items()
-        if reference == "teacher" and students_mean(runs, "students_val_acc") is not None
-    ]  # fmt: skip
-    val = [students_mean(runs, "students_val_acc") for runs in groups]
+    whose students exist, the rank correlation of each measure (averaged over seeds) with their val accuracy, within
+    each IPC (more images per class lift every source's students; pooled, the IPC would be ranked, not the source),
+    for every IPC with at least three such sources."""
+    by_ipc: dict[int, list[list[dict]]] = {}
+    for (_, _, reference), runs in fidelity_groups(paths).items():
+        if reference == "teacher" and students_mean(runs, "students_val_acc") is not None:
+            by_ipc.setdefault(runs[0]["ipc"], []).append(runs)
+    by_ipc = {ipc: groups for ipc, groups in sorted(by_ipc.items()) if len(groups) >= 3}
     names = {"kl": "KL·T² (lower is better)", "agreement": "top-1 agreement", "dark_rank_corr": "dark-knowledge rank "
              "corr.", "entropy_labeller": "entropy of the source's labels"}  # fmt: skip
-    lines = [
-        f"| measure on the students' views | Spearman with students' val % ({len(val)} label sources) |",
-        "|---|---|",
-    ]
-    means = [mean_scores(runs, tuple(names)) for runs in groups]
+    heads = "".join(f" IPC {ipc}: Spearman with students' val % ({len(groups)} label sources) |"
+                    for ipc, groups in by_ipc.items())  # fmt: skip
+    lines = [f"| measure on the students' views |{heads}", "|---" * (1 + len(by_ipc)) + "|"]
     for key, title in names.items():
-        lines.append(f"| {title} | {spearman([mean[key] for mean in means], val):+.2f} |")
+        cells = []
+        for groups in by_ipc.values():
+            val = [students_mean(runs, "students_val_acc") for runs in groups]
+            cells.append(f" {spearman([mean_scores(runs, tuple(names))[key] for runs in groups], val):+.2f} |")
+        lines.append(f"| {title} |{''.join(cells)}")
     return lines
 
 

@@ -129,22 +129,30 @@ def test_spearman_on_hand_computed_ranks_with_ties():
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)  # ranks (0.5, 0.5, 2) against (0, 1, 2)
 
 
-def test_the_predictors_table_correlates_each_measure_with_the_students(tmp_path):
+def test_the_predictors_table_correlates_each_measure_with_the_students_within_each_ipc(tmp_path):
     def source(kl, agreement, val):
         pooled = {"kl": kl, "agreement": agreement, "dark_rank_corr": 1 - kl, "entropy_labeller": kl}
         return {"bytes": 1, "all": pooled, "students_test_acc": val, "students_val_acc": val}
 
-    for name, (kl, agreement, val) in {"a": (0.1, 0.9, 0.8), "b": (0.5, 0.95, 0.7), "c": (0.9, 0.5, 0.6)}.items():
-        run = {"reference": "teacher", "sources": {"projector": source(kl, agreement, val)}}
+    runs = {"a": (10, 0.1, 0.9, 0.8), "b": (10, 0.5, 0.95, 0.7), "c": (10, 0.9, 0.5, 0.6),
+            "d": (50, 0.2, 0.5, 0.85), "e": (50, 0.1, 0.6, 0.9), "f": (50, 0.3, 0.7, 0.95),
+            "g": (1, 0.1, 0.9, 0.5), "h": (1, 0.5, 0.9, 0.4)}  # fmt: skip
+    for name, (ipc, kl, agreement, val) in runs.items():
+        run = {"ipc": ipc, "reference": "teacher", "sources": {"projector": source(kl, agreement, val)}}
         (tmp_path / f"fidelity-{name}-seed0.json").write_text(json.dumps(run))
     against_weak = {
+        "ipc": 10,
         "reference": "teachers",
         "sources": {"projector": source(0.0, 1.0, 0.1)},
     }  # left out: not vs teacher
     (tmp_path / "fidelity-a-seed0-weak.json").write_text(json.dumps(against_weak))
     table = render("fidelity_predictors fidelity-*.json", tmp_path).splitlines()
-    assert table[0].endswith("(3 label sources) |")
-    assert table[2] == "| KL·T² (lower is better) | -1.00 |" and table[3] == "| top-1 agreement | +0.50 |"
+    # IPC 1 has two sources, too few to rank; within IPC 50 the KL runs the other way from IPC 10's
+    assert table[0] == ("| measure on the students' views | IPC 10: Spearman with students' val % (3 label sources) "
+                        "| IPC 50: Spearman with students' val % (3 label sources) |")  # fmt: skip
+    assert (
+        table[2] == "| KL·T² (lower is better) | -1.00 | +0.50 |" and table[3] == "| top-1 agreement | +0.50 | +1.00 |"
+    )
 
 
 def test_a_stale_block_is_regenerated_and_text_around_it_kept(tmp_path):
