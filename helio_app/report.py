@@ -411,12 +411,16 @@ def fidelity_predictors_table(*paths: str) -> list[str]:
     heads = "".join(f" IPC {ipc}: Spearman with students' val % ({len(groups)} label sources) |"
                     for ipc, groups in by_ipc.items())  # fmt: skip
     lines = [f"| measure on the students' views |{heads}", "|---" * (1 + len(by_ipc)) + "|"]
+    columns = [
+        (
+            [mean_scores(runs, tuple(names)) for runs in groups],
+            [students_mean(runs, "students_val_acc") for runs in groups],
+        )
+        for groups in by_ipc.values()
+    ]  # per IPC: each source's scores and its students' val accuracy, computed once
     for key, title in names.items():
-        cells = []
-        for groups in by_ipc.values():
-            val = [students_mean(runs, "students_val_acc") for runs in groups]
-            cells.append(f" {spearman([mean_scores(runs, tuple(names))[key] for runs in groups], val):+.2f} |")
-        lines.append(f"| {title} |{''.join(cells)}")
+        cells = "".join(f" {spearman([mean[key] for mean in means], val):+.2f} |" for means, val in columns)
+        lines.append(f"| {title} |{cells}")
     return lines
 
 
