@@ -95,9 +95,10 @@ def info(
 
 @app.command()
 def queue(
-    table: Annotated[str, typer.Argument(help="a table of the experiments file: ladder, ranks, windows, ...")],
+    table: Annotated[str, typer.Argument(help="a table of the experiments file: ladder, ranks, windows, sources")],
     experiments: Annotated[Path, typer.Option(help="the experiments file")] = Path("experiments/paper.yaml"),
     params: ParamsFile = PARAMS,
+    set_: Overrides = None,
     dry_run: Annotated[bool, typer.Option(help="print the dvc commands, queue nothing")] = False,
 ) -> None:
     """Queue a table of the paper as DVC experiments (every row checked first); run them with `dvc queue start`."""
@@ -108,7 +109,7 @@ def queue(
     from helio_core.errors import HelioError
 
     try:
-        commands = queue_commands(load_table(experiments, table, params))
+        commands = queue_commands(load_table(experiments, table, params, set_))
     except HelioError as error:
         fail(error)
     for command in commands:

@@ -14,8 +14,12 @@ from helio_core.errors import HelioError
 from helio_core.params import load_params
 
 
-def load_table(path: str | Path, table: str, params_path: str | Path = "params.yaml") -> dict[str, list[str]]:
-    """The rows of `table` in the experiments file, each checked against the params file."""
+def load_table(
+    path: str | Path, table: str, params_path: str | Path = "params.yaml", extra: list[str] | None = None
+) -> dict[str, list[str]]:
+    """The rows of `table` in the experiments file, each with the `extra` overrides (which replace a row's own
+    value of the same key, e.g. student.epochs=120 for a quick check of a 300-epoch table), checked against the
+    params file."""
     path = Path(path)
     try:
         tables = yaml.safe_load(path.read_text())
@@ -29,12 +33,21 @@ def load_table(path: str | Path, table: str, params_path: str | Path = "params.y
     rows = tables[table]
     if not isinstance(rows, dict) or not all(isinstance(v, list) for v in rows.values()):
         raise HelioError(f"{path}: table {table!r} must map row names to lists of key=value overrides")
+    rows = {
+        name: with_extra([str(override) for override in overrides], extra or []) for name, overrides in rows.items()
+    }
     for name, overrides in rows.items():
         try:
-            load_params(params_path, [str(override) for override in overrides])
+            load_params(params_path, overrides)
         except HelioError as error:
             raise HelioError(f"{path}: row {name}: {error}") from None
-    return {name: [str(override) for override in overrides] for name, overrides in rows.items()}
+    return rows
+
+
+def with_extra(overrides: list[str], extra: list[str]) -> list[str]:
+    """A row's overrides, less those of a key `extra` sets, then `extra`: one value per key reaches DVC."""
+    keys = {override.split("=", 1)[0] for override in extra}
+    return [override for override in overrides if override.split("=", 1)[0] not in keys] + list(extra)
 
 
 def queue_commands(rows: dict[str, list[str]]) -> list[list[str]]:

@@ -1,5 +1,7 @@
 """The paper's tables as queued DVC experiments: every row's overrides validate, and the CLI prints the queue."""
 
+from typing import get_args
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -7,14 +9,14 @@ from typer.testing import CliRunner
 from helio_app.cli import app
 from helio_app.experiments import load_table, queue_commands
 from helio_core.errors import HelioError
-from helio_core.params import load_params
+from helio_core.params import LabelMode, load_params
 from helio_core.training.losses import projector_loss
 from tests.conftest import REPO
 
 PAPER = REPO / "experiments" / "paper.yaml"
 
 
-@pytest.mark.parametrize("table", ["ladder", "ranks", "windows"])
+@pytest.mark.parametrize("table", ["ladder", "ranks", "windows", "sources"])
 def test_every_row_of_the_paper_tables_validates_against_the_default_params(table):
     rows = load_table(PAPER, table, REPO / "params.yaml")
     assert len(rows) >= 5
@@ -49,6 +51,38 @@ def test_queue_dry_run_prints_one_dvc_command_per_row():
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 5 and lines[0].startswith("dvc exp run --queue -n window-1-3 -S 'projector.teachers=[1,2,3]'")
+
+
+def test_the_sources_table_has_a_row_per_label_mode_at_rdeds_recipe():
+    rows = load_table(PAPER, "sources", REPO / "params.yaml")
+    modes = {load_params(REPO / "params.yaml", overrides).student.label_modes[0] for overrides in rows.values()}
+    assert modes == set(get_args(LabelMode))
+    assert all(load_params(REPO / "params.yaml", overrides).student.epochs == 300 for overrides in rows.values())
+
+
+def test_extra_overrides_replace_a_rows_own_value_of_the_key():
+    rows = load_table(PAPER, "sources", REPO / "params.yaml", ["student.epochs=120", "student.seeds=[0]"])
+    assert rows["src-hard"] == ["student.label_modes=[hard]", "student.epochs=120", "student.seeds=[0]"]
+    result = CliRunner().invoke(
+        app,
+        [
+            "queue",
+            "sources",
+            "--experiments",
+            str(PAPER),
+            "--params",
+            str(REPO / "params.yaml"),
+            "--dry-run",
+            "-S",
+            "student.epochs=120",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert all(
+        line.count("student.epochs=") == 1 and "student.epochs=120" in line for line in result.output.splitlines()
+    )
+    with pytest.raises(HelioError, match=r"paper.yaml: row src-projector: student.epochs must be > 0, got 0"):
+        load_table(PAPER, "sources", REPO / "params.yaml", ["student.epochs=0"])
 
 
 def test_ce_loss_is_the_hard_labels_alone():
