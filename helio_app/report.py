@@ -214,13 +214,14 @@ def label_sources_table(*paths: str) -> list[str]:
 def paired_seeds_table(*paths: str) -> list[str]:
     """Light sources against the full teacher seed by seed, pooled over runs: each seed's students are paired with the
     teacher-labelled students of the same seed in the run itself or the last earlier one with the same student,
-    epochs, IPC and image bytes (the same images and view plan). A source is one label mode at one file size. The
-    mean difference with its standard error over the pairs, on val (where decisions are made) and on test."""
+    epochs, IPC and image bytes (the same images and view plan). A source is one label mode and one file: the
+    file's sha256 where the students' table records it, else its size. The mean difference with its standard
+    error over the pairs, on val (where decisions are made) and on test."""
     lines = ["| student | epochs | IPC | label source | extra bytes | runs | pairs | val − teacher per seed "
              "| val: mean ± s.e. | test: mean ± s.e. |", "|---" * 10 + "|"]  # fmt: skip
     teacher_seeds: dict[tuple, tuple[float, float]] = {}
     pooled: dict[tuple, dict[str, list]] = {}
-    for name, path, _, seeds, arch, rows, like in arch_rows(paths):
+    for name, path, students, seeds, arch, rows, like in arch_rows(paths):
         if "val_accs" in rows.get("teacher", {}):
             for seed, val, test in zip(seeds, rows["teacher"]["val_accs"], rows["teacher"]["accs"], strict=True):
                 teacher_seeds[(*like, seed)] = (val, test)
@@ -229,15 +230,16 @@ def paired_seeds_table(*paths: str) -> list[str]:
             if "val_accs" not in rows[mode] or unpaired:
                 raise HelioError(f"{path}: {arch} {mode} has no earlier teacher-labelled students with per-seed "
                                  f"val accuracies for its seeds {list(seeds)}; list such a run first")  # fmt: skip
-            group = pooled.setdefault((*like[:3], mode, rows[mode]["extra_storage_bytes"]),
-                                      {"runs": [], "seeds": [], "val": [], "test": []})  # fmt: skip
+            size = rows[mode]["extra_storage_bytes"]
+            source = students.get("label_files_sha256", {}).get(mode, size)
+            group = pooled.setdefault((*like[:3], mode, size, source), {"runs": [], "seeds": [], "val": [], "test": []})
             group["runs"].append(name)
             for seed, val, test in zip(seeds, rows[mode]["val_accs"], rows[mode]["accs"], strict=True):
                 teacher_val, teacher_test = teacher_seeds[(*like, seed)]
                 group["seeds"].append(seed)
                 group["val"].append(val - teacher_val)
                 group["test"].append(test - teacher_test)
-    for (arch, epochs, ipc, mode, size), group in pooled.items():
+    for (arch, epochs, ipc, mode, size, _), group in pooled.items():
         pairs = zip(group["seeds"], group["val"], strict=True)
         per_pair = ", ".join(f"{seed}: {100 * gap:+.2f}" for seed, gap in pairs)
         lines.append(f"| {arch} | {epochs} | {ipc} | {MODE_NAMES[mode]} | {size:,} | {', '.join(group['runs'])} "

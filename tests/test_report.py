@@ -68,6 +68,19 @@ def test_a_paired_seeds_table_pools_per_seed_differences_to_the_teacher_over_run
         render("paired_seeds teacher-run.json seed-7.json", tmp_path)
 
 
+def test_paired_seeds_tells_two_label_files_of_one_size_apart_by_their_recorded_sha256(tmp_path):
+    teacher = {**ROW, "accs": [0.79, 0.81], "val_accs": [0.80, 0.82], "extra_storage_bytes": 44_800_000}
+    light = {**ROW, "accs": [0.78, 0.80], "val_accs": [0.79, 0.83], "extra_storage_bytes": 2_300_000}
+    runs = {"a": ({"teacher": teacher, "label_net": light}, "aa"), "b": ({"label_net": light}, "bb"),
+            "a-again": ({"label_net": light}, "aa")}  # fmt: skip
+    for name, (rows, sha) in runs.items():
+        students = {**STUDENTS, "resnet18": rows, "label_files_sha256": {"label_net": sha}}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "metrics": {"students": students}}))
+    table = render("paired_seeds a.json b.json a-again.json", tmp_path).splitlines()
+    assert [row.split(" | ")[5] for row in table[2:]] == ["a, a-again", "b"]
+    assert [row.split(" | ")[6] for row in table[2:]] == ["4", "2"]
+
+
 def test_a_selection_table_puts_each_label_mode_against_random_images_with_the_same_labels(tmp_path):
     (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
     weaker = {**ROW, "acc": 0.7, "acc_std": 0.01, "val_acc": 0.7811}
