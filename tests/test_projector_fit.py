@@ -8,8 +8,16 @@ from typer.testing import CliRunner
 
 from helio_app.cli import app
 from helio_core import artifacts
+from helio_core.data.shards import ShardedImages
+from helio_core.data.splits import ImageSet, classes_sha256, load_split, write_split
 from helio_core.errors import HelioError
-from helio_core.methods.projector_fit import PrefixFed, cached_prefix_inputs, pixel_inputs, teachers_target
+from helio_core.methods.projector_fit import (
+    PrefixFed,
+    cached_prefix_inputs,
+    fit_splits,
+    pixel_inputs,
+    teachers_target,
+)
 from helio_core.models.projector import Projector, ProjectorSpec, build_projector
 from helio_core.params import load_params
 from helio_core.training.losses import combine_teachers, projector_loss
@@ -45,6 +53,40 @@ def test_teachers_target_averages_and_mirrors():
     params = load_params(REPO / "params.yaml", ["projector.target=mean_logits"]).projector
     assert teachers_target(teachers, images, params).tolist() == [[2.0, 1.0]]
     assert teachers_target(teachers, images, params, mirrored=True).tolist() == [[0.0, 1.0]]
+
+
+def test_fit_splits_read_the_split_only_as_used_and_bit_exact_to_the_drawn_images(tmp_path, monkeypatch):
+    images = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels, classes = torch.arange(40) % 2, ["a", "b"]
+    metadata = {"split": "train", "classes_sha256": classes_sha256(classes)}
+    write_split(tmp_path / "train", ImageSet(images, labels, classes), 4, metadata, ([0.5], [0.2]), shard_bytes=7 * 16)
+    train, _ = load_split(tmp_path / "train", classes)
+    distilled = ImageSet(images[:3] // 2, torch.tensor([0, 1, 0]), classes)
+    reads = []
+    original_rows = ShardedImages.rows
+    monkeypatch.setattr(ShardedImages, "rows", lambda self, at: reads.append(len(at)) or original_rows(self, at))
+    overrides = ["projector.val_images=5", "projector.train_images=20", "projector.test_images=6"]
+    config = load_params(REPO / "params.yaml", [*overrides, "projector.distilled_repeats=2"]).projector
+    splits = fit_splits(train, train, distilled, config, torch.Generator().manual_seed(0), tmp_path / "train")
+    assert reads == []  # drawing the sets reads no image
+    generator = torch.Generator().manual_seed(0)  # the draws, made again on the images in memory
+    order = torch.randperm(40, generator=generator)
+    test_index = torch.randperm(40, generator=generator)[:6]
+    expected = torch.cat([images[order[5:25]], images[:3] // 2, images[:3] // 2])
+    assert splits.fit.images.shape == (26, 1, 4, 4)
+    assert torch.equal(splits.fit.labels, torch.cat([labels[order[5:25]], torch.tensor([0, 1, 0, 0, 1, 0])]))
+    for index in (torch.arange(26), torch.tensor([25, 0, 19, 20, 3]), slice(18, 23)):
+        assert torch.equal(splits.fit.images[index], expected[index])
+    assert torch.equal(torch.cat(list(splits.fit.images.split(7))), expected)
+    assert torch.equal(splits.val.images[:], images[order[:5]]) and torch.equal(
+        splits.test.images[:], images[test_index]
+    )
+    assert max(reads) <= 20  # a batch at a time, never the split
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    params = load_params(REPO / "params.yaml").projector
+    for mirrored in (False, True):
+        streamed = teachers_target([teacher], splits.fit.images, params, mirrored=mirrored)
+        assert torch.equal(streamed, teachers_target([teacher], expected, params, mirrored=mirrored))
 
 
 def test_mean_probs_target_is_the_ensembles_averaged_distribution():

@@ -8,15 +8,16 @@ by the teachers as it is drawn.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from helio_core.data.splits import ImageSet
+from helio_core.data.splits import ImageSet, Rows
 from helio_core.errors import HelioError
 from helio_core.models.projector import LABEL_BATCH, Projector
 from helio_core.params import ProjectorParams
@@ -26,14 +27,47 @@ from helio_core.training.engine import Optimisation, agreement, make_optimizer, 
 from helio_core.training.labels import Batches
 from helio_core.training.losses import combine_teachers, projector_loss
 
+TARGET_CHUNK = 500  # images read and labelled at a time: predict_logits' batch, so the batches are the same
+
 
 def teachers_target(
-    teachers: list[nn.Module], images: torch.Tensor, params: ProjectorParams, on_batch=None, mirrored: bool = False
-) -> torch.Tensor:
-    """The teachers' combined target on uint8 images (mirrored left-right when asked)."""
-    views = images.flip(-1) if mirrored else images
-    logits = [predict_logits(teacher, views, on_batch=on_batch) for teacher in teachers]
-    return combine_teachers(logits, params.target, params.temperature)
+    teachers: list[nn.Module], images: torch.Tensor | PoolRows, params: ProjectorParams, on_batch=None,
+    mirrored: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    """The teachers' combined target on uint8 images (mirrored left-right when asked), read a chunk at a time."""
+    targets = []
+    for chunk in images.split(TARGET_CHUNK):
+        views = chunk.flip(-1) if mirrored else chunk
+        logits = [predict_logits(teacher, views, on_batch=on_batch) for teacher in teachers]
+        targets.append(combine_teachers(logits, params.target, params.temperature))
+    return torch.cat(targets)
+
+
+class PoolRows:
+    """Rows of several image sources as one set, read only when indexed: a fit pool of train images (the split's
+    shards, read a batch at a time) and the distilled images repeated after them, without holding the train
+    images in memory. Indexes like a uint8 tensor (positions or a slice) and splits into chunks like one."""
+
+    def __init__(self, *parts: Rows) -> None:
+        self.parts = parts
+        self.starts = torch.tensor([0, *itertools.accumulate(len(part) for part in parts)])
+        self.shape = torch.Size((int(self.starts[-1]), *parts[0].shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        positions = torch.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).long()
+        part_of = torch.searchsorted(self.starts, positions, right=True) - 1
+        out = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8)
+        for number in part_of.unique().tolist():
+            chosen = part_of == number
+            out[chosen] = self.parts[number][positions[chosen] - self.starts[number]]
+        return out
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), size):
+            yield self[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -50,26 +84,28 @@ def fit_splits(
     train: ImageSet, test: ImageSet, distilled: ImageSet, params: ProjectorParams, generator: torch.Generator,
     source: Path,
 ) -> FitSplits:  # fmt: skip
-    """Seeded draws from the train split (`source`, named in errors): validation first, then the fit pool."""
+    """Seeded draws from the train split (`source`, named in errors): validation first, then the fit pool. Every
+    set's images stay where they are (the splits' shards) and are read as they are used."""
     order = torch.randperm(len(train.labels), generator=generator)
     if params.val_images + (params.train_images or 1) > len(order):
         raise HelioError(f"projector.train_images + projector.val_images exceed the {len(order)} images of {source}")
     val_index = order[: params.val_images]
     fit_index = order[params.val_images :][: params.train_images]
     test_index = torch.randperm(len(test.labels), generator=generator)[: params.test_images or len(test.labels)]
-    fit_images, fit_labels = train.images[fit_index], train.labels[fit_index]
+    fit_rows, fit_labels = [Rows(train.images, fit_index)], train.labels[fit_index]
     if params.distilled_repeats:
-        if distilled.images.shape[1:] != fit_images.shape[1:]:
+        if distilled.images.shape[1:] != train.images.shape[1:]:
             raise HelioError(
                 f"projector.distilled_repeats: distilled images are {tuple(distilled.images.shape[1:])}, "
-                f"train images {tuple(fit_images.shape[1:])}"
+                f"train images {tuple(train.images.shape[1:])}"
             )
-        fit_images = torch.cat([fit_images, distilled.images.repeat(params.distilled_repeats, 1, 1, 1)])
-        fit_labels = torch.cat([fit_labels, distilled.labels.repeat(params.distilled_repeats)])
+        repeated = torch.arange(len(distilled.labels)).repeat(params.distilled_repeats)
+        fit_rows.append(Rows(distilled.images, repeated))
+        fit_labels = torch.cat([fit_labels, distilled.labels[repeated]])
     return FitSplits(
-        ImageSet(fit_images, fit_labels, train.classes),
-        ImageSet(train.images[val_index], train.labels[val_index], train.classes),
-        ImageSet(test.images[test_index], test.labels[test_index], test.classes),
+        ImageSet(PoolRows(*fit_rows), fit_labels, train.classes),
+        ImageSet(PoolRows(Rows(train.images, val_index)), train.labels[val_index], train.classes),
+        ImageSet(PoolRows(Rows(test.images, test_index)), test.labels[test_index], test.classes),
     )
 
 
@@ -96,7 +132,7 @@ def cached_prefix_inputs(
     activations, pooled = [], []
     for view in range(views):
         parts = []
-        for chunk in images.split(batch_size):
+        for chunk in images.split(batch_size):  # a tensor or PoolRows
             pixels = chunk.to(device).float() / 255
             parts.append([t.float().cpu() for t in projector.prefix(pixels.flip(-1) if view else pixels, blocks)])
             if on_batch is not None:
