@@ -49,3 +49,17 @@ def test_the_teacher_quantised_keeps_its_labels_in_a_quarter_and_an_eighth_of_th
     assert 0.24 < int8[1] / full_bytes < 0.27 and 0.12 < int4[1] / full_bytes < 0.15
     assert (int8[0] - logits).abs().max() < (int4[0] - logits).abs().max()
     assert (int8[0].argmax(1) == logits.argmax(1)).float().mean() > 0.9
+
+
+def test_a_channels_last_teacher_quantises_as_the_students_stage_loads_it():
+    """The students' stage keeps the teacher in channels_last memory: its weights are not row-contiguous, which
+    safetensors refuses; the stored tensors must be the same as the contiguous teacher's."""
+    torch.manual_seed(0)
+    teacher = models.create_model("resnet18", 10, 1, 28, [0.3], [0.2]).eval()
+    expected = quantise.stored(teacher.state_dict(), "int8", exact=("mean", "std"))
+    teacher = teacher.to(memory_format=torch.channels_last)
+    assert not all(t.is_contiguous() for t in teacher.state_dict().values())
+    net, size = quantised_teacher(teacher, "int8")
+    stored = quantise.stored(teacher.state_dict(), "int8", exact=("mean", "std"))
+    assert stored.keys() == expected.keys() and all(torch.equal(stored[k], expected[k]) for k in expected)
+    assert size == quantise.stored_bytes(expected)

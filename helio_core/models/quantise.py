@@ -23,7 +23,7 @@ def stored(state: dict[str, torch.Tensor], dtype: str, exact: tuple[str, ...] = 
     for name, tensor in state.items():
         if name.endswith("num_batches_tracked"):
             continue
-        tensor = tensor.detach().float().cpu()
+        tensor = tensor.detach().float().cpu().contiguous()  # a channels_last model's weights: safetensors needs rows
         if name in exact or dtype == "fp32":
             tensors[name] = tensor
         elif dtype in _LEVELS and tensor.dim() > 1:
