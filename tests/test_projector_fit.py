@@ -81,6 +81,7 @@ def test_fit_splits_read_the_split_only_as_used_and_bit_exact_to_the_drawn_image
     assert torch.equal(splits.val.images[:], images[order[:5]]) and torch.equal(
         splits.test.images[:], images[test_index]
     )
+    assert torch.equal(torch.cat(list(splits.val.images.split(2))), images[order[:5]])
     assert max(reads) <= 20  # a batch at a time, never the split
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
     params = load_params(REPO / "params.yaml").projector

@@ -80,7 +80,22 @@ class _Shard:
     sha256: str
 
 
-class ShardedImages:
+class LazyRows:
+    """Base of the image sets read on demand: indexing reads just the rows asked for, and `split` reads
+    consecutive chunks one at a time (as Tensor.split, lazily)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        raise NotImplementedError
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), size):
+            yield self[start : start + size]
+
+
+class ShardedImages(LazyRows):
     """A split's uint8 images, read on demand: indexes like a tensor (an int, a slice, a bool mask or positions) and
     returns a tensor of just those rows."""
 
@@ -107,11 +122,6 @@ class ShardedImages:
             return self.rows(torch.tensor([index % len(self)]))[0]
         positions = torch.arange(len(self))[index]
         return self.rows(positions.reshape(-1))
-
-    def split(self, size: int) -> Iterator[torch.Tensor]:
-        """Consecutive chunks of `size` images, read one at a time (as Tensor.split, lazily)."""
-        for start in range(0, len(self), size):
-            yield self[start : start + size]
 
     def rows(self, positions: torch.Tensor) -> torch.Tensor:
         """The images at `positions` (int64), in that order; consecutive positions are read together."""

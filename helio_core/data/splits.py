@@ -8,6 +8,7 @@ made for.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from helio_core import artifacts
 from helio_core.data.files import ImageFiles
-from helio_core.data.shards import INDEX, ShardedImages, read_labels, write_index, write_shards
+from helio_core.data.shards import INDEX, LazyRows, ShardedImages, read_labels, write_index, write_shards
 from helio_core.errors import HelioError
 
 SHARD_BYTES = 256 << 20  # images per shard file: as many as fit in this many bytes
@@ -28,12 +29,12 @@ SHARD_BYTES = 256 << 20  # images per shard file: as many as fit in this many by
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor | ShardedImages | ImageFiles  # uint8 (N, C, H, W); a prepared split's are read on demand
+    images: torch.Tensor | LazyRows | ImageFiles  # uint8 (N, C, H, W); a prepared split's are read on demand
     labels: torch.Tensor  # int64 (N,)
     classes: list[str]
 
 
-class Rows:
+class Rows(LazyRows):
     """Some rows of a split's images (tensor or shards), read only when indexed: a class's images without loading
     the whole class."""
 
@@ -46,6 +47,28 @@ class Rows:
 
     def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
         return self.images[self.positions[index]]
+
+
+class JoinedRows(LazyRows):
+    """Rows of several sets one after another as one set, read only when indexed: e.g. a fit pool of train images
+    (a split's shards) with distilled images repeated after them, without holding the train images in memory."""
+
+    def __init__(self, *parts: Rows) -> None:
+        self.parts = parts
+        self.starts = torch.tensor([0, *itertools.accumulate(len(part) for part in parts)])
+        self.shape = torch.Size((int(self.starts[-1]), *parts[0].shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        positions = torch.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).long()
+        part_of = torch.searchsorted(self.starts, positions, right=True) - 1
+        out = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8)
+        for number in part_of.unique().tolist():
+            chosen = part_of == number
+            out[chosen] = self.parts[number][positions[chosen] - self.starts[number]]
+        return out
 
 
 def classes_sha256(classes: list[str]) -> str:

@@ -8,66 +8,37 @@ by the teachers as it is drawn.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from helio_core.data.splits import ImageSet, Rows
+from helio_core.data.shards import LazyRows
+from helio_core.data.splits import ImageSet, JoinedRows, Rows
 from helio_core.errors import HelioError
 from helio_core.models.projector import LABEL_BATCH, Projector
 from helio_core.params import ProjectorParams
 from helio_core.progress import Progress
 from helio_core.runtime import Runtime, model_device
-from helio_core.training.engine import Optimisation, agreement, make_optimizer, predict_logits
+from helio_core.training.engine import PREDICT_BATCH, Optimisation, agreement, make_optimizer, predict_logits
 from helio_core.training.labels import Batches
 from helio_core.training.losses import combine_teachers, projector_loss
 
-TARGET_CHUNK = 500  # images read and labelled at a time: predict_logits' batch, so the batches are the same
-
 
 def teachers_target(
-    teachers: list[nn.Module], images: torch.Tensor | PoolRows, params: ProjectorParams, on_batch=None,
+    teachers: list[nn.Module], images: torch.Tensor | LazyRows, params: ProjectorParams, on_batch=None,
     mirrored: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """The teachers' combined target on uint8 images (mirrored left-right when asked), read a chunk at a time."""
     targets = []
-    for chunk in images.split(TARGET_CHUNK):
+    for chunk in images.split(PREDICT_BATCH):  # predict_logits' own batches
         views = chunk.flip(-1) if mirrored else chunk
         logits = [predict_logits(teacher, views, on_batch=on_batch) for teacher in teachers]
         targets.append(combine_teachers(logits, params.target, params.temperature))
     return torch.cat(targets)
-
-
-class PoolRows:
-    """Rows of several image sources as one set, read only when indexed: a fit pool of train images (the split's
-    shards, read a batch at a time) and the distilled images repeated after them, without holding the train
-    images in memory. Indexes like a uint8 tensor (positions or a slice) and splits into chunks like one."""
-
-    def __init__(self, *parts: Rows) -> None:
-        self.parts = parts
-        self.starts = torch.tensor([0, *itertools.accumulate(len(part) for part in parts)])
-        self.shape = torch.Size((int(self.starts[-1]), *parts[0].shape[1:]))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
-        positions = torch.arange(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).long()
-        part_of = torch.searchsorted(self.starts, positions, right=True) - 1
-        out = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8)
-        for number in part_of.unique().tolist():
-            chosen = part_of == number
-            out[chosen] = self.parts[number][positions[chosen] - self.starts[number]]
-        return out
-
-    def split(self, size: int) -> Iterator[torch.Tensor]:
-        for start in range(0, len(self), size):
-            yield self[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -103,9 +74,9 @@ def fit_splits(
         fit_rows.append(Rows(distilled.images, repeated))
         fit_labels = torch.cat([fit_labels, distilled.labels[repeated]])
     return FitSplits(
-        ImageSet(PoolRows(*fit_rows), fit_labels, train.classes),
-        ImageSet(PoolRows(Rows(train.images, val_index)), train.labels[val_index], train.classes),
-        ImageSet(PoolRows(Rows(test.images, test_index)), test.labels[test_index], test.classes),
+        ImageSet(JoinedRows(*fit_rows), fit_labels, train.classes),
+        ImageSet(Rows(train.images, val_index), train.labels[val_index], train.classes),
+        ImageSet(Rows(test.images, test_index), test.labels[test_index], test.classes),
     )
 
 
@@ -132,7 +103,7 @@ def cached_prefix_inputs(
     activations, pooled = [], []
     for view in range(views):
         parts = []
-        for chunk in images.split(batch_size):  # a tensor or PoolRows
+        for chunk in images.split(batch_size):  # a tensor or LazyRows
             pixels = chunk.to(device).float() / 255
             parts.append([t.float().cpu() for t in projector.prefix(pixels.flip(-1) if view else pixels, blocks)])
             if on_batch is not None:

@@ -14,6 +14,8 @@ from torch.nn.utils import parametrize
 
 from helio_core.runtime import Runtime, model_device
 
+PREDICT_BATCH = 500  # images run through a model at a time when only its logits are wanted
+
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """Linear warm-up to 1, then cosine decay to 0 at `total_steps`."""
@@ -58,7 +60,10 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 500, on_batch: Callable[[int], None] | None = None
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = PREDICT_BATCH,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """fp32 logits on the CPU of uint8 images, run on the model's device in eval mode (restored afterwards) under
     whatever autocast the caller set; parametrized weights (LoRA) are computed once, not per batch; `on_batch(n)`
