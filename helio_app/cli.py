@@ -47,6 +47,8 @@ class LabelSource(str, Enum):
     projector = "projector"
     label_net = "label_net"  # the distilled label network (stage fit_label_net)
     teachers = "teachers"  # the weak teachers the projector is fit to
+    teacher_int8 = "teacher_int8"  # the full teacher with int8 weights (a yardstick)
+    teacher_int4 = "teacher_int4"
     stored = "stored"
 
 

@@ -21,7 +21,7 @@ from helio_core.errors import HelioError
 from helio_core.params import Params, load_params
 from helio_core.training.fidelity import stream_fidelity
 from helio_core.training.labels import SoftLabels, load_stored_labels, online_labels, replayed_labels
-from helio_core.training.students import StudentInputs, load_student_inputs, make_plan
+from helio_core.training.students import StudentInputs, load_student_inputs, make_plan, with_quantised_teachers
 from helio_core.workspace import Workspace
 
 
@@ -40,6 +40,8 @@ def labellers(
             sources[name] = online_labels(inputs.label_net)
         elif name == "teachers":
             sources[name] = online_labels(inputs.weak_teachers)
+        elif name in inputs.quantised_teachers:
+            sources[name] = online_labels(inputs.quantised_teachers[name][0])
         else:
             file = workspace.students().stored_file(seed)
             logits, stored_plan = load_stored_labels(file)
@@ -78,6 +80,7 @@ def measure(
     weak = "teachers" in (*names, reference)
     with runtime.started(params.runtime) as here:
         inputs = load_student_inputs(workspace, here, params.student.teacher_batchnorm, weak, "label_net" in names)
+        inputs = with_quantised_teachers(inputs, names)
         sources, plan = labellers(names, inputs, workspace, params, seed)
         judge = online_labels(inputs.teacher if reference == "teacher" else inputs.weak_teachers)
         epochs = list(range(0, plan.epochs, every))
@@ -93,14 +96,16 @@ def measure(
              "teachers": inputs.weak_teacher_files,
              "stored": [outputs.stored_file(seed)]}  # fmt: skip
     hashes = {name: artifacts.sha256_file(files[name][0]) for name in names if name in REFITTED}
+    quantised = inputs.quantised_teachers  # no file: sized as one would be written
+    sizes = {name: quantised[name][1] if name in quantised else sum(file.stat().st_size for file in files[name])
+             for name in names}  # fmt: skip
     joined = joined_students(tables, names, arch, (plan.epochs, params.select.ipc), seed, hashes)
     return {
         "seed": seed, "every": every, "views_per_epoch": views, "temperature": params.student.temperature,
         "reference": reference, "arch": arch, "student_epochs": plan.epochs, "ipc": params.select.ipc,
         "sources": {
-            name: {"bytes": sum(file.stat().st_size for file in files[name]), "all": rows[name][-1],
-                   "epochs": rows[name][:-1], "students_val_acc": joined[name].get("val_acc"),
-                   "students_test_acc": joined[name].get("acc")}
+            name: {"bytes": sizes[name], "all": rows[name][-1], "epochs": rows[name][:-1],
+                   "students_val_acc": joined[name].get("val_acc"), "students_test_acc": joined[name].get("acc")}
             for name in names
         },
     }  # fmt: skip

@@ -42,9 +42,9 @@ from helio_core.training.students import (
     curve_rows,
     load_student_inputs,
     make_plan,
-    quantised_teacher,
     summarise,
     train_students,
+    with_quantised_teachers,
 )
 from helio_core.workspace import StudentOutputs, Workspace
 
@@ -64,9 +64,7 @@ def run(
     if full_data:
         train, _ = load_split(workspace.split("train"), inputs.distilled.classes)
         inputs = replace(inputs, distilled=train)
-    quantised = {mode: quantised_teacher(inputs.teacher, mode.removeprefix("teacher_")) for mode in modes
-                 if mode in ("teacher_int8", "teacher_int4")}  # fmt: skip
-    inputs = replace(inputs, quantised_teachers=quantised)
+    inputs = with_quantised_teachers(inputs, modes)
     distilled, val = inputs.distilled, inputs.val
     curve = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[: config.curve_images]
     curve_set = ImageSet(val.images[curve], val.labels[curve], distilled.classes)
@@ -82,7 +80,7 @@ def run(
         "teachers": lambda seed: online_labels(inputs.weak_teachers),
         "hard": lambda seed: None,
         "stored": lambda seed: replayed_labels(stored[seed]),
-        **{mode: (lambda seed, net=net: online_labels(net)) for mode, (net, _) in quantised.items()},
+        **{mode: (lambda seed, net=net: online_labels(net)) for mode, (net, _) in inputs.quantised_teachers.items()},
     }
     jobs = [(a, seed, mode) for a in config.archs for seed in config.seeds for mode in config.label_modes]
     runs = train_students(runtime.shard_list(jobs), inputs, plans, sources, config, curve_set, runtime, progress)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helio_app.fidelity import joined_students
+from helio_app.fidelity import joined_students, labellers
 from helio_core.data.splits import ImageSet
 from helio_core.data.views import render_views
 from helio_core.params import load_params
@@ -115,3 +115,17 @@ def test_each_stream_joins_the_first_table_of_its_own_seeds_students():
     }
     seed2 = joined_students(per_seed, ["label_net", "projector"], "resnet18", (300, 50), 2, hashes)
     assert seed2 == {"label_net": {}, "projector": {}}
+
+
+def test_the_quantised_teachers_are_labellers_closer_to_the_teacher_the_more_bits_they_keep():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+    inputs = student.StudentInputs(_data(), "sha", [0.5], [0.2], _data(), _data(), teacher, None, teacher)
+    names = ["teacher_int8", "teacher_int4"]
+    inputs = student.with_quantised_teachers(inputs, names)
+    sources, _ = labellers(names, inputs, None, load_params(REPO / "presets" / "quick.yaml"), seed=0)
+    views = torch.rand(16, 1, 8, 8)
+    exact = teacher(views)
+    error = {name: (label(0, slice(0, 16), views) - exact).abs().max().item() for name, label in sources.items()}
+    assert 0 < error["teacher_int8"] < error["teacher_int4"]
+    assert inputs.quantised_teachers["teacher_int8"][1] > inputs.quantised_teachers["teacher_int4"][1]  # file bytes

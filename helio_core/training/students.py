@@ -143,6 +143,13 @@ def quantised_teacher(teacher: nn.Module, dtype: str) -> tuple[nn.Module, int]:
     return model.requires_grad_(False).eval(), quantise.stored_bytes(tensors)
 
 
+def with_quantised_teachers(inputs: StudentInputs, modes: list[str]) -> StudentInputs:
+    """`inputs` with the teacher quantised for each of `modes` that asks for it (teacher_int8, teacher_int4)."""
+    quantised = {mode: quantised_teacher(inputs.teacher, mode.removeprefix("teacher_")) for mode in modes
+                 if mode in ("teacher_int8", "teacher_int4")}  # fmt: skip
+    return replace(inputs, quantised_teachers=quantised)
+
+
 def load_student_inputs(
     workspace: Workspace, runtime: Runtime, batchnorm: str, weak_teachers: bool = False, label_net: bool = False
 ) -> StudentInputs:
