@@ -144,29 +144,3 @@ def record(
     from helio_app.report import record_run
 
     record_run(name, command, note)
-
-
-DD_RANKING = Path("metrics/dd_ranking.json")
-
-
-@app.command("dd-ranking")
-def dd_ranking(
-    distilled: Annotated[Path, typer.Argument(help="students on the distilled set: metrics/students.json or a record")],
-    random: Annotated[Path, typer.Option(help="students on random images (select.method=random), same IPC and epochs")],
-    full: Annotated[Path, typer.Option(help="students on the whole train split (label mode hard): the HLR reference")],
-    weight: Annotated[float, typer.Option(help="w of IOR against HLR (and of ARS's two IORs)")] = 0.5,
-    distilled_plain: Annotated[Path | None, typer.Option(help="the distilled set's students, no augmentation")] = None,
-    random_plain: Annotated[Path | None, typer.Option(help="the random images' students, no augmentation")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="metrics file to write")] = DD_RANKING,
-) -> None:
-    """DD-Ranking's IOR, HLR, label-robust score (LRS) and, given the no-augmentation tables, ARS, per label mode."""
-    from helio_app.dd_ranking import score_lines, scores
-    from helio_core import artifacts
-    from helio_core.errors import HelioError
-
-    try:
-        result = scores(distilled, random, full, weight, distilled_plain, random_plain)
-    except HelioError as error:
-        fail(error)
-    artifacts.write_json(output, result)
-    typer.echo("\n".join(score_lines(result)))

@@ -22,9 +22,9 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from helio_app.dd_ranking import require_like, students_of
 from helio_app.stage import fail
 from helio_core.errors import HelioError
+from helio_core.reporting.dd_ranking import require_like, students_of
 from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)

@@ -26,6 +26,7 @@ STAGES = {
     "fit-label-net": "stages.fit_label_net",
     "evaluate-students": "stages.evaluate_students",
     "evaluate-continual": "stages.evaluate_continual",
+    "dd-ranking": "stages.dd_ranking",
 }
 
 
@@ -35,14 +36,16 @@ def fail(error: HelioError) -> None:
     raise SystemExit(2)
 
 
-def run_stage(command: str, params_file: Path, overrides: list[str] | None, **options: Any) -> dict:
-    """Run the stage of `command` in this checkout; rank 0 prints its summary. Returns its metrics ({} on other
-    ranks)."""
+def run_stage(
+    command: str, params_file: Path, overrides: list[str] | None, workspace: Workspace | None = None, **options: Any
+) -> dict:
+    """Run the stage of `command` in this checkout (on `workspace`'s arm of it); rank 0 prints its summary. Returns
+    its metrics ({} on other ranks)."""
     try:
         params = load_params(params_file, overrides)
         stage = importlib.import_module(STAGES[command])
         with runtime.started(params.runtime) as here, RichProgress(show=here.is_main) as progress:
-            metrics = stage.run(params, Workspace(), here, progress, **options)
+            metrics = stage.run(params, workspace or Workspace(), here, progress, **options)
     except HelioError as error:
         fail(error)
     if here.is_main:

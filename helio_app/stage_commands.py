@@ -11,12 +11,21 @@ from typing import Annotated
 import typer
 
 from helio_app.stage import run_stage
+from helio_core.workspace import Workspace
 
 app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
 
 ParamsFile = Annotated[Path, typer.Option("--params", "-p", help="params file (as DVC's params.yaml)")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-S", help="override, e.g. -S select.ipc=1")]
 PARAMS = Path("params.yaml")
+Random = Annotated[
+    bool, typer.Option("--random", help="the random baseline's arm: artifacts/random, metrics/random, plots/random")
+]
+
+
+def arm(random: bool) -> Workspace:
+    """The checkout's distilled set, or with --random the random train images beside it (experiments/fair)."""
+    return Workspace(arm="random") if random else Workspace()
 
 
 @app.command()
@@ -32,9 +41,10 @@ def train_teachers(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
 
 
 @app.command("select-patches")
-def select_patches(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
-    """Select RDED patches with the observer teacher and write the distilled PNGs."""
-    run_stage("select-patches", params, set_)
+def select_patches(params: ParamsFile = PARAMS, set_: Overrides = None, random: Random = False) -> None:
+    """Select RDED patches with the observer teacher and write the distilled PNGs (with --random, random train
+    images: select.method=random)."""
+    run_stage("select-patches", params, [*(set_ or []), "select.method=random"] if random else set_, arm(random))
 
 
 @app.command("fit-projector")
@@ -50,9 +60,9 @@ def fit_label_net(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
 
 
 @app.command("refine-images")
-def refine_images(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
+def refine_images(params: ParamsFile = PARAMS, set_: Overrides = None, random: Random = False) -> None:
     """Refine the distilled images through the adapted encoder (Eq. 7) and write artifacts/refined."""
-    run_stage("refine-images", params, set_)
+    run_stage("refine-images", params, set_, arm(random))
 
 
 @app.command("evaluate-students")
@@ -61,13 +71,39 @@ def evaluate_students(
     set_: Overrides = None,
     arch: Annotated[str | None, typer.Option(help="one of cross_arch.archs: that architecture's Table 2 row")] = None,
     full_data: Annotated[bool, typer.Option(help="the full_data section's students on the whole train split")] = False,
+    random: Random = False,
 ) -> None:
     """Train students per label mode and seed on the refined images; write metrics/students.json (or, with
-    --arch, metrics/cross_arch/<arch>.json; with --full-data, metrics/full_data.json)."""
-    run_stage("evaluate-students", params, set_, arch=arch, full_data=full_data)
+    --arch, metrics/cross_arch/<arch>.json; with --full-data, metrics/full_data.json; with --random, the random
+    images' students under fair.random_label_modes, metrics/random/students.json)."""
+    run_stage("evaluate-students", params, set_, arm(random), arch=arch, full_data=full_data)
 
 
 @app.command("evaluate-continual")
 def evaluate_continual(params: ParamsFile = PARAMS, set_: Overrides = None) -> None:
     """Class-incremental students (GDumb, the paper's Fig. 2); write metrics/continual.json."""
     run_stage("evaluate-continual", params, set_)
+
+
+@app.command("dd-ranking")
+def dd_ranking(
+    params: ParamsFile = PARAMS,
+    set_: Overrides = None,
+    distilled: Annotated[
+        Path | None, typer.Argument(help="students on the distilled set (default: metrics/students.json) or a record")
+    ] = None,
+    random: Annotated[
+        Path | None, typer.Option(help="students on random images, same IPC, epochs and seeds (metrics/random/...)")
+    ] = None,
+    full: Annotated[
+        Path | None, typer.Option(help="students on the whole train split (metrics/full_data.json)")
+    ] = None,
+    distilled_plain: Annotated[Path | None, typer.Option(help="the distilled set's students, no augmentation")] = None,
+    random_plain: Annotated[Path | None, typer.Option(help="the random images' students, no augmentation")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="(default: metrics/dd_ranking.json)")] = None,
+) -> None:
+    """DD-Ranking's IOR, HLR, label-robust score (LRS) and, given the no-augmentation tables, ARS, per label mode
+    (w: fair.weight), of this checkout's tables (experiments/fair/dvc.yaml) or of the files given."""
+    tables = {"distilled": distilled, "random": random, "full": full, "distilled_plain": distilled_plain,
+              "random_plain": random_plain, "output": output}  # fmt: skip
+    run_stage("dd-ranking", params, set_, **tables)

@@ -58,7 +58,7 @@ def label_images(
 def students_table(paths: list[Path], scores: Path | None = None) -> str:
     """Several students' tables (metrics/students.json, metrics/cross_arch/*.json) as one, a row per (arch, mode);
     below it, DD-Ranking's scores of those students when a file of them is given."""
-    from helio_app.dd_ranking import score_lines
+    from helio_core.reporting.dd_ranking import score_lines
 
     rows, below = [], []
     try:

@@ -279,7 +279,7 @@ class CrossArchParams(Section):
 
 
 class FullDataParams(Section):
-    """The full-data reference (experiments/full_data/dvc.yaml): the `student` recipe trained on the whole train
+    """The full-data reference (experiments/fair/dvc.yaml): the `student` recipe trained on the whole train
     split instead of the refined images, with hard labels and the teacher's, for DD-Ranking's hard-label recovery
     and as the ceiling of every table."""
 
@@ -292,6 +292,23 @@ class FullDataParams(Section):
     @model_validator(mode="after")
     def _runs(self) -> FullDataParams:
         _distinct_entries("full_data", self, ("archs", "label_modes", "seeds"))
+        return self
+
+
+class FairParams(Section):
+    """The fair evaluation (experiments/fair/dvc.yaml, DD-Ranking's): the `student` recipe's students on random real
+    train images (select.method random, refined as the distilled set is) under `random_label_modes`, paired seed by
+    seed with the distilled set's, and DD-Ranking's weight w of its scores."""
+
+    random_label_modes: list[LabelMode]  # the same labellers as the distilled set's; no stored labels of their views
+    weight: Annotated[float, Field(ge=0, le=1)]  # LRS = norm(w * IOR - (1 - w) * HLR)
+
+    @model_validator(mode="after")
+    def _modes(self) -> FairParams:
+        _distinct_entries("fair", self, ("random_label_modes",))
+        if "stored" in self.random_label_modes:
+            raise HelioError("fair.random_label_modes: `stored` is the teacher's labels written for the distilled "
+                             "set's views; use `teacher` on the random images")  # fmt: skip
         return self
 
 
@@ -325,6 +342,7 @@ class Params(Section):
     continual: ContinualParams
     cross_arch: CrossArchParams
     full_data: FullDataParams
+    fair: FairParams
     runtime: RuntimeParams
 
     @model_validator(mode="after")
@@ -393,7 +411,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     node[leaf] = yaml.safe_load(text)
 
 
-_BOUNDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt")}
+_BOUNDS = {
+    "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}  # fmt: skip
 
 
 def _one_line(error: ValidationError) -> str:

@@ -31,10 +31,19 @@ class StudentOutputs:
 
 @dataclass(frozen=True)
 class Workspace:
+    """`arm` names a baseline's images beside the distilled set (`random`: DD-Ranking's random real images): its
+    own selected and refined sets and students' table under artifacts/<arm>, plots/<arm> and metrics/<arm>, labelled
+    by the same teachers, projector and label network."""
+
     root: Path = Path(".")
+    arm: str | None = None
 
     def _at(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    def _arm_at(self, kind: str, *parts: str) -> Path:
+        """A path of this arm's images or students: `kind` (artifacts, plots, metrics) / arm / parts."""
+        return self._at(kind, *([self.arm] if self.arm else []), *parts)
 
     # prepare
     @property
@@ -87,25 +96,30 @@ class Workspace:
     # select_patches and refine_images: a distilled set each (images/*.png + labels.json) and its picture
     @property
     def distilled(self) -> Path:
-        return self._at("artifacts", "distilled")
+        return self._arm_at("artifacts", "distilled")
 
     @property
     def distilled_grid(self) -> Path:
-        return self._at("plots", "distilled_grid.png")
+        return self._arm_at("plots", "distilled_grid.png")
 
     @property
     def refined(self) -> Path:
-        return self._at("artifacts", "refined")
+        return self._arm_at("artifacts", "refined")
 
     @property
     def refined_grid(self) -> Path:
-        return self._at("plots", "refined_grid.png")
+        return self._arm_at("plots", "refined_grid.png")
 
     @property
     def refine_metrics(self) -> Path:
-        return self._at("metrics", "refine.json")
+        return self._arm_at("metrics", "refine.json")
 
     # fit_projector
+    @property
+    def projector_images(self) -> Path:
+        """The distilled set the projector was fit with, whatever the arm: a prototype head is rebuilt from it."""
+        return self._at("artifacts", "distilled")
+
     @property
     def projector(self) -> Path:
         return self._at("artifacts", "projector", "projector.safetensors")
@@ -125,12 +139,13 @@ class Workspace:
 
     # evaluate_students, evaluate_arch, evaluate_full_data, evaluate_continual
     def students(self) -> StudentOutputs:
+        """The students' table of this arm's images; only the distilled set's has a storage report and stored labels."""
         return StudentOutputs(
-            metrics=self._at("metrics", "students.json"),
-            curves=self._at("plots", "student_curves.csv"),
-            accuracy_plot=self._at("plots", "accuracy_vs_storage.png"),
-            storage=self._at("metrics", "storage.json"),
-            stored_labels=self._at("artifacts", "stored_labels"),
+            metrics=self._arm_at("metrics", "students.json"),
+            curves=self._arm_at("plots", "student_curves.csv"),
+            accuracy_plot=self._arm_at("plots", "accuracy_vs_storage.png"),
+            storage=None if self.arm else self._at("metrics", "storage.json"),
+            stored_labels=None if self.arm else self._at("artifacts", "stored_labels"),
         )
 
     def cross_arch(self, arch: str) -> StudentOutputs:
@@ -150,6 +165,10 @@ class Workspace:
             storage=None,
             stored_labels=None,
         )
+
+    @property
+    def dd_ranking_metrics(self) -> Path:
+        return self._at("metrics", "dd_ranking.json")
 
     @property
     def continual_metrics(self) -> Path:

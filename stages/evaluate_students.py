@@ -5,8 +5,10 @@ the accuracy-against-storage plot, and artifacts/stored_labels (the `stored` mod
 With `arch`, the same stage is one architecture of the paper's Table 2 (experiments/cross_arch/dvc.yaml): the
 `student` recipe with the `cross_arch` section's label modes, seeds and learning rate for that arch, written to
 metrics/cross_arch/<arch>.json and plots/cross_arch/, without stored labels or a storage report. With `full_data`
-it is the full-data reference (experiments/full_data/dvc.yaml): the same recipe on the whole train split, with
-the `full_data` section's archs, label modes, seeds, epochs and batch size -> metrics/full_data.json.
+it is the full-data reference (experiments/fair/dvc.yaml): the same recipe on the whole train split, with
+the `full_data` section's archs, label modes, seeds, epochs and batch size -> metrics/full_data.json. On the
+`random` arm of the workspace (the same pipeline) it is the default recipe on the random baseline's refined images
+under fair.random_label_modes -> metrics/random/students.json.
 
 Under torchrun the students are dealt out to the ranks (each trains whole students: they are independent, so
 the table does not depend on the number of processes); rank 0 stores the teacher's labels first and writes the
@@ -91,14 +93,21 @@ def run(
 
 
 def _table_of(params: Params, workspace: Workspace, arch: str | None, full_data: bool) -> tuple[Params, StudentOutputs]:
-    """The recipe and the outputs of the table asked for: the default one, one cross-architecture row or the
-    full-data reference."""
+    """The recipe and the outputs of the table asked for: the default one, one cross-architecture row, the
+    full-data reference, or the default recipe on a baseline arm's images (fair.random_label_modes)."""
     if arch is not None and full_data:
         raise HelioError("evaluate-students: --arch and --full-data are two different tables; give one")
+    if workspace.arm and (arch is not None or full_data):
+        raise HelioError(
+            f"evaluate-students: --{workspace.arm} trains the default recipe; give no --arch or --full-data"
+        )
     if full_data:
         return full_data_params(params), workspace.full_data()
     if arch is not None:
         return cross_arch_params(params, arch), workspace.cross_arch(arch)
+    if workspace.arm:
+        student = params.student.model_copy(update={"label_modes": list(params.fair.random_label_modes)})
+        return params.model_copy(update={"student": student}), workspace.students()
     return params, workspace.students()
 
 

@@ -1,6 +1,8 @@
 """Stage `refine_images`: paper Eq. 7 through the adapted encoder -> artifacts/refined/ (the distilled set's
 layout), metrics/refine.json and plots/refined_grid.png. With refine.enabled false the images pass unchanged;
-either way the projector's agreement with the full teacher on the images is measured before and after."""
+either way the projector's agreement with the full teacher on the images is measured before and after. On the
+`random` arm of the workspace the random baseline's images are refined the same way, through the projector rebuilt
+from the distilled set it was fit with."""
 
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     config = params.refine
     _, class_hash = load_classes(workspace.classes)
     images, labels = load_distilled(workspace.distilled, class_hash)
-    projector, _ = load_projector(workspace.projector, images, labels, class_hash)
+    fit_images = load_distilled(workspace.projector_images, class_hash) if workspace.arm else (images, labels)
+    projector, _ = load_projector(workspace.projector, *fit_images, class_hash)
     projector = projector.to(runtime.device)
     teacher_file = workspace.last_teacher()
     teacher, _ = load_teacher(teacher_file, class_hash, runtime.device)
@@ -45,7 +48,8 @@ def run(params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: 
     after = measured(refined)
     record = artifacts.provenance(
         "refine_images", {"seed": params.seed, "refine": as_dict(config)},
-        {"distilled": workspace.distilled, "projector": workspace.projector, "teacher": teacher_file},
+        {"distilled": workspace.distilled, "projector": workspace.projector, "teacher": teacher_file,
+         **({"projector_images": workspace.projector_images} if workspace.arm else {})},
     )  # fmt: skip
     write_distilled(workspace.refined, refined, {**read_record(workspace.distilled), "refined": record})
     save_before_after(workspace.refined_grid, images, refined, labels)

@@ -1,5 +1,6 @@
 """Stage `select_patches`: RDED patch selection with the observer teacher -> artifacts/distilled/{images/*.png,
-labels.json} and plots/distilled_grid.png."""
+labels.json} and plots/distilled_grid.png; on the `random` arm of the workspace (experiments/fair/dvc.yaml,
+select.method random), the random baseline's images under artifacts/random/ and plots/random/."""
 
 from __future__ import annotations
 

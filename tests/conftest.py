@@ -68,7 +68,7 @@ def copy_project(target: Path) -> Path:
     target.mkdir()
     for name in ("helio_core", "helio_app", "stages", "experiments"):
         shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, target / name)
     shutil.copy(REPO / "presets" / "quick.yaml", target / "params.yaml")
     return target

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from helio_app.dd_ranking import augmentation_robust_score, label_robust_score, robust_score, scores
 from helio_core.errors import HelioError
+from helio_core.reporting.dd_ranking import augmentation_robust_score, label_robust_score, robust_score, scores
 from tests.conftest import REPO
 
 

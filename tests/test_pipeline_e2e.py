@@ -152,6 +152,8 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
     assert table["shufflenet_v2"]["projector"]["seeds"] == 1
     assert not (root / "metrics/cross_arch/resnet18.json").exists()
 
+    _fair_pipeline(root)
+
     _run(root, "git", "add", "-A")
     _run(root, "git", "commit", "-qm", "the experiments' pipelines")
     # the students of the variant in one cheap mode: which stages rerun is the point, not their table
@@ -162,3 +164,26 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
     assert "Running stage 'fit_label_net'" in experiment  # it may practise on the refined images: a new set refits it
     assert "Running stage 'evaluate_students'" in experiment
     assert len(list((root / "artifacts/distilled/images").glob("*.png"))) == 4
+
+
+def _fair_pipeline(root: Path) -> None:
+    """experiments/fair: the default students' recipe on random train images labelled by the same files, the
+    full-data reference, and DD-Ranking's scores of the two tables against it; nothing of the default reruns."""
+    fair = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/fair/dvc.yaml")
+    assert "Running stage 'evaluate_students'" not in fair and "Running stage 'fit_projector'" not in fair
+    chosen = json.loads((root / "artifacts/random/distilled/labels.json").read_text())
+    assert chosen["provenance"]["params"]["select"]["method"] == "random"
+    assert len(list((root / "artifacts/random/refined/images").glob("*.png"))) == len(chosen["images"])
+    distilled, random = (json.loads((root / f"metrics/{name}students.json").read_text()) for name in ("", "random/"))
+    assert [random[key] for key in ("ipc", "epochs", "student_seeds", "label_files_sha256")] == [
+        distilled[key] for key in ("ipc", "epochs", "student_seeds", "label_files_sha256")
+    ]  # the same recipe and the same label files as the distilled set's students
+    assert sorted(random["resnet18"]) == ["hard", "label_net", "projector", "teacher"]
+    scores = json.loads((root / "metrics/dd_ranking.json").read_text())
+    assert sorted(mode for mode in scores["resnet18"] if mode != "full_hard_acc") == sorted(random["resnet18"])
+    for mode, row in ((mode, scores["resnet18"][mode]) for mode in random["resnet18"]):
+        ior = distilled["resnet18"][mode]["acc"] - random["resnet18"][mode]["acc"]  # means over the same seeds
+        assert row["ior"] == pytest.approx(ior, abs=1e-4) and 0 <= row["lrs"] <= 1
+    full = json.loads((root / "metrics/full_data.json").read_text())
+    assert scores["resnet18"]["full_hard_acc"] == pytest.approx(full["resnet18"]["hard"]["acc"], abs=1e-5)
+    assert "Running stage" not in _run(root, sys.executable, "-m", "dvc", "repro", "experiments/fair/dvc.yaml")

@@ -4,7 +4,9 @@ nothing."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+from helio_core.workspace import Workspace
 from tests.conftest import REPO
 
 
@@ -28,3 +30,27 @@ def test_stage_with_missing_input_names_the_file(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("helio: error: artifacts/data/classes.json: file not found")
+
+
+def test_the_random_arm_has_its_own_images_and_students_and_shares_the_labellers():
+    default, arm = Workspace(), Workspace(arm="random")
+    assert (arm.distilled, arm.refined) == (Path("artifacts/random/distilled"), Path("artifacts/random/refined"))
+    assert (arm.students().metrics, arm.refine_metrics) == (
+        Path("metrics/random/students.json"), Path("metrics/random/refine.json")
+    )  # fmt: skip
+    assert arm.students().stored_labels is None and arm.students().storage is None
+    for shared in ("data", "teachers", "projector", "label_net", "dd_ranking_metrics"):
+        assert getattr(arm, shared) == getattr(default, shared)
+    assert arm.full_data() == default.full_data()
+    assert arm.projector_images == default.projector_images == default.distilled  # the projector's prototypes
+
+
+def test_the_random_arms_students_are_the_default_table_only(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "presets" / "quick.yaml").read_text())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "helio_app", "evaluate-students", "--random", "--arch", "resnet18"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "helio: error: evaluate-students: --random trains the default recipe; give no --arch or --full-data"
+    )

@@ -162,7 +162,7 @@ def load_student_inputs(
     val, _ = load_split(workspace.split("val"), classes)
     test, _ = load_split(workspace.split("test"), classes)
     images, labels = load_distilled(workspace.refined, class_hash)
-    distilled_images, distilled_labels = load_distilled(workspace.distilled, class_hash)
+    distilled_images, distilled_labels = load_distilled(workspace.projector_images, class_hash)
     teacher_file = workspace.last_teacher()
     teacher, _ = load_teacher(teacher_file, class_hash, runtime.device, batchnorm)
     projector, metadata = load_projector(workspace.projector, distilled_images, distilled_labels, class_hash)

@@ -1,0 +1,38 @@
+"""Stage `dd_ranking` (experiments/fair/dvc.yaml): DD-Ranking's scores of the distilled set, from the students'
+tables on the distilled set, on random train images (the `random` arm) and on the whole train split ->
+metrics/dd_ranking.json, which `dvc exp show` lists per experiment. Definitions: helio_core/reporting/dd_ranking.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from helio_core import artifacts
+from helio_core.params import Params
+from helio_core.progress import SILENT, Progress
+from helio_core.reporting.dd_ranking import score_lines, scores
+from helio_core.runtime import CPU, Runtime
+from helio_core.workspace import Workspace
+
+
+def run(
+    params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT,
+    distilled: Path | None = None, random: Path | None = None, full: Path | None = None,
+    distilled_plain: Path | None = None, random_plain: Path | None = None, output: Path | None = None,
+) -> dict:  # fmt: skip
+    """The scores of the tables given (e.g. records of runs), each defaulting to this workspace's own; the
+    no-augmentation tables (ARS) only when given."""
+    runtime.require_single("dd_ranking")
+    result = scores(
+        distilled or workspace.students().metrics,
+        random or replace(workspace, arm="random").students().metrics,
+        full or workspace.full_data().metrics,
+        params.fair.weight, distilled_plain, random_plain,
+    )  # fmt: skip
+    if runtime.is_main:
+        artifacts.write_json(output or workspace.dd_ranking_metrics, result)
+    return result
+
+
+def summary(metrics: dict) -> list[str]:
+    return score_lines(metrics)
