@@ -1,6 +1,6 @@
 """Stage `dd_ranking` (experiments/fair/dvc.yaml): DD-Ranking's scores of the distilled set, from the students'
 tables on the distilled set, on random train images (the `random` arm) and on the whole train split ->
-metrics/dd_ranking.json, which `dvc exp show` lists per experiment. Definitions: helio_core/reporting/dd_ranking.py."""
+metrics/dd_ranking.json. Definitions: helio_core/reporting/dd_ranking.py."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ def run(
         full or workspace.full_data().metrics,
         params.fair.weight, distilled_plain, random_plain,
     )  # fmt: skip
-    if runtime.is_main:
-        artifacts.write_json(output or workspace.dd_ranking_metrics, result)
+    artifacts.write_json(output or workspace.dd_ranking_metrics, result)
     return result
 
 
