@@ -62,18 +62,22 @@ def percent(row: dict, key: str = "acc") -> str:
     return f"{100 * row[key]:.2f}{spread}"
 
 
-def students_table(path: str) -> list[str]:
-    """The side-by-side table of one students' metrics file: a row per (arch, label mode)."""
-    metrics = read(path)
+def students_table(*paths: str) -> list[str]:
+    """The side-by-side table of students' metrics files or records of runs (another student on the same images):
+    a row per (file, arch, label mode); all of one IPC and number of epochs, which the table does not show."""
     lines = ["| student | label mode | test acc % | val acc % | extra storage (bytes) | seconds per student |"]
     lines.append("|---|---|---|---|---|---|")
-    for arch in metrics["archs"]:
-        for mode in (m for m in MODES if m in metrics[arch]):
-            row = metrics[arch][mode]
-            lines.append(
-                f"| {arch} | {MODE_NAMES[mode]} | {percent(row)} | {100 * row['val_acc']:.2f} "
-                f"| {row['extra_storage_bytes']:,} | {row['seconds_per_student']:.0f} |"
-            )
+    first = students_of(read(paths[0]))
+    for path in paths:
+        metrics = students_of(read(path))
+        require_like(metrics, path, first, paths[0])
+        for arch in metrics["archs"]:
+            for mode in (m for m in MODES if m in metrics[arch]):
+                row = metrics[arch][mode]
+                lines.append(
+                    f"| {arch} | {MODE_NAMES[mode]} | {percent(row)} | {100 * row['val_acc']:.2f} "
+                    f"| {row['extra_storage_bytes']:,} | {row['seconds_per_student']:.0f} |"
+                )
     return lines
 
 

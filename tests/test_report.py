@@ -24,6 +24,17 @@ def test_a_students_table_has_a_row_per_mode_with_mean_std_and_bytes(tmp_path):
     assert table[3].startswith("| resnet18 | hard labels | 60.00 ± 0.35 |") and len(table) == 4
 
 
+def test_a_students_table_puts_another_students_record_below_and_refuses_another_recipe(tmp_path):
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
+    convnet = {**STUDENTS, "archs": ["convnet3"], "convnet3": {"teacher": {**ROW, "acc": 0.8}}}
+    (tmp_path / "convnet3.json").write_text(json.dumps({"name": "convnet3", "metrics": {"students": convnet}}))
+    table = render("students students.json convnet3.json", tmp_path).splitlines()
+    assert table[4] == "| convnet3 | full teacher (RDED) | 80.00 ± 0.35 | 76.11 | 311,500 | 40 |" and len(table) == 5
+    (tmp_path / "longer.json").write_text(json.dumps({**STUDENTS, "epochs": 300}))
+    with pytest.raises(HelioError, match="longer.json: IPC/epochs 10/300"):
+        render("students students.json longer.json", tmp_path)
+
+
 def test_a_label_sources_table_puts_every_source_against_the_full_teacher_on_val(tmp_path):
     teacher = {**ROW, "acc": 0.8, "val_acc": 0.8011, "extra_storage_bytes": 44_800_000}
     record = {"name": "label-net-300", "metrics": {"students": {**STUDENTS, "epochs": 300,
