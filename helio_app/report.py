@@ -24,7 +24,8 @@ from pathlib import Path
 
 from helio_app.stage import fail
 from helio_core.errors import HelioError
-from helio_core.reporting.dd_ranking import require_like, students_of
+from helio_core.params import load_params
+from helio_core.reporting.dd_ranking import require_like, scores, students_of
 from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
@@ -283,6 +284,28 @@ def selection_table(distilled: str, *randoms: str) -> list[str]:
     return lines
 
 
+def dd_ranking_table(params: str, distilled: str, random: str, full: str, *plain: str) -> list[str]:
+    """DD-Ranking's scores of a distilled run's students against random images and the full data (the stage's
+    definitions, w = the params file's fair.weight), a row per arch and label mode; ARS given the two
+    no-augmentation tables."""
+    weight = load_params(params).fair.weight
+    result = scores(Path(distilled), Path(random), Path(full), weight, *(Path(path) for path in plain))
+    lines = [f"| student | IPC | epochs | label source | full data, hard % | IOR (points) | HLR (points) "
+             f"| LRS (w = {weight}) | ARS |", "|---" * 9 + "|"]  # fmt: skip
+    for arch in result["archs"]:
+        rows = {mode: row for mode, row in result[arch].items() if isinstance(row, dict)}
+        for mode in (m for m in MODES if m in rows):
+            row = rows[mode]
+            ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"
+            lines.append(
+                f"| {arch} | {result['ipc']} | {result['epochs']} | {MODE_NAMES[mode]} "
+                f"| {100 * result[arch]['full_hard_acc']:.2f} | {100 * row['ior']:+.2f} ± {100 * row['ior_std']:.2f} "
+                f"| {100 * row['hlr']:.2f} ± {100 * row['hlr_std']:.2f} | {row['lrs']:.4f} ± {row['lrs_std']:.4f} "
+                f"| {ars} |"
+            )
+    return lines
+
+
 def label_net_fits_table(*paths: str) -> list[str]:
     """Per record, how its label network's fit went: held-out KL·T² to its target after every epoch (val images),
     the shipped file's agreement and accuracy beside the target's, its bytes and the fit's seconds."""
@@ -442,6 +465,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "label_sources": label_sources_table,
     "paired_seeds": paired_seeds_table,
     "selection": selection_table,
+    "dd_ranking": dd_ranking_table,
     "label_net_fits": label_net_fits_table,
     "cross_arch": cross_arch_table,
     "continual": continual_table,

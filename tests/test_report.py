@@ -214,3 +214,18 @@ def test_the_committed_docs_tables_are_generated_from_the_committed_files(monkey
     monkeypatch.chdir(REPO)
     result = CliRunner().invoke(app, ["report", "--check"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_dd_ranking_table_scores_the_distilled_students_against_random_images_and_the_full_data(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())  # fair.weight 0.5
+    accs = {"syn": {"hard": [0.60, 0.62], "teacher": [0.80, 0.82], "projector": [0.7, 0.7]},
+            "random": {"hard": [0.55, 0.56], "teacher": [0.78, 0.79]}, "full": {"hard": [0.93, 0.91]}}  # fmt: skip
+    for name, modes in accs.items():
+        rows = {mode: {"acc": sum(a) / len(a), "accs": a} for mode, a in modes.items()}
+        students = {"ipc": 10, "epochs": 120, "archs": ["resnet18"], "resnet18": rows}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "metrics": {"students": students}}))
+    table = render("dd_ranking params.yaml syn.json random.json full.json", tmp_path).splitlines()
+    # per seed: IOR 0.02, 0.03; HLR 0.92 - 0.60, 0.92 - 0.62; LRS as in tests/test_dd_ranking.py
+    assert table[2] == ("| resnet18 | 10 | 120 | full teacher (RDED) | 92.00 | +2.50 ± 0.50 | 31.00 ± 1.00 "
+                        "| 0.2124 ± 0.0028 | – |")  # fmt: skip
+    assert table[3].startswith("| resnet18 | 10 | 120 | hard labels | 92.00 | +5.50 ± 0.50 |") and len(table) == 4
