@@ -25,7 +25,7 @@ from pathlib import Path
 from helio_app.stage import fail
 from helio_core.errors import HelioError
 from helio_core.params import load_params
-from helio_core.reporting.dd_ranking import require_like, scores, students_of
+from helio_core.reporting.dd_ranking import mode_scores, require_like, scores, students_of
 from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
@@ -68,10 +68,9 @@ def students_table(*paths: str) -> list[str]:
     a row per (file, arch, label mode); all of one IPC and number of epochs, which the table does not show."""
     lines = ["| student | label mode | test acc % | val acc % | extra storage (bytes) | seconds per student |"]
     lines.append("|---|---|---|---|---|---|")
-    first = students_of(read(paths[0]))
-    for path in paths:
-        metrics = students_of(read(path))
-        require_like(metrics, path, first, paths[0])
+    tables = [students_of(read(path)) for path in paths]
+    for path, metrics in zip(paths, tables, strict=True):
+        require_like(metrics, path, tables[0], paths[0])
         for arch in metrics["archs"]:
             for mode in (m for m in MODES if m in metrics[arch]):
                 row = metrics[arch][mode]
@@ -293,7 +292,7 @@ def dd_ranking_table(params: str, distilled: str, random: str, full: str, *plain
     lines = [f"| student | IPC | epochs | label source | full data, hard % | IOR (points) | HLR (points) "
              f"| LRS (w = {weight}) | ARS |", "|---" * 9 + "|"]  # fmt: skip
     for arch in result["archs"]:
-        rows = {mode: row for mode, row in result[arch].items() if isinstance(row, dict)}
+        rows = mode_scores(result, arch)
         for mode in (m for m in MODES if m in rows):
             row = rows[mode]
             ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"

@@ -119,13 +119,18 @@ def _summary(name: str, values: list[float]) -> dict:
     return {name: round(mean(values), 5), f"{name}_std": round(pstdev(values), 5), f"{name}_seeds": len(values)}
 
 
+def mode_scores(result: dict, arch: str) -> dict[str, dict]:
+    """The per-label-mode rows of `scores`' result for `arch` (beside them: its full-data accuracy)."""
+    return {mode: row for mode, row in result[arch].items() if isinstance(row, dict)}
+
+
 def score_lines(result: dict) -> list[str]:
     """The scores as plain text, a line per (arch, label mode)."""
     lines = [f"DD-Ranking scores (w = {result['weight']}), IPC {result['ipc']}, {result['epochs']} epochs; "
              "IOR and HLR in accuracy points", f"{'arch':<16}{'label mode':<12}{'IOR':>9}{'HLR':>9}"
              f"{'LRS':>16}{'ARS':>16}"]  # fmt: skip
     for arch in result["archs"]:
-        for mode, row in ((m, r) for m, r in result[arch].items() if isinstance(r, dict)):
+        for mode, row in mode_scores(result, arch).items():
             ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"
             lines.append(f"{arch:<16}{mode:<12}{100 * row['ior']:>+9.2f}{100 * row['hlr']:>9.2f}"
                          f"{row['lrs']:>9.4f} ± {row['lrs_std']:.4f}{ars:>16}")  # fmt: skip
