@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from helio_app.stage import run_stage
-from helio_core.workspace import Workspace
+from helio_core.workspace import RANDOM_ARM, Workspace
 
 app = typer.Typer(help="Dataset distillation with light labels.", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -25,7 +25,7 @@ Random = Annotated[
 
 def arm(random: bool) -> Workspace:
     """The checkout's distilled set, or with --random the random train images beside it (experiments/fair)."""
-    return Workspace(arm="random") if random else Workspace()
+    return Workspace(arm=RANDOM_ARM) if random else Workspace()
 
 
 @app.command()

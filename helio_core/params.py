@@ -223,6 +223,7 @@ class StudentParams(Section):
     batch_size: Positive
     lr: PositiveFloat  # AdamW, cosine to zero (RDED's student recipe)
     weight_decay: float
+    crop: bool  # false: whole images (DD-Ranking's no-augmentation student, with flip and cutmix false)
     crop_scale: list[float] | None  # RandomResizedCrop area range; None: (1/select.factor, 1)
     flip: bool  # false for data whose classes change when mirrored
     cutmix: bool
@@ -241,6 +242,8 @@ class StudentParams(Section):
         _distinct_entries("student", self, ("archs", "label_modes", "seeds"))
         if self.crop_scale is not None:
             _check_crop_scale("student.crop_scale", self.crop_scale)
+            if not self.crop:
+                raise HelioError("student.crop_scale is set but student.crop is false: set crop_scale to null")
         return self
 
 
@@ -358,8 +361,10 @@ class Params(Section):
         return self
 
     @property
-    def student_crop_scale(self) -> list[float]:
-        """The students' RandomResizedCrop area range: as set, or RDED's (1/factor, 1)."""
+    def student_crop_scale(self) -> list[float] | None:
+        """The students' RandomResizedCrop area range: as set, or RDED's (1/factor, 1); None: no crop."""
+        if not self.student.crop:
+            return None
         return self.student.crop_scale or [1 / self.select.factor, 1.0]
 
 

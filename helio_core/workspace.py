@@ -29,6 +29,9 @@ class StudentOutputs:
         return (folder or self.stored_labels) / f"seed_{seed}.safetensors"
 
 
+RANDOM_ARM = "random"  # DD-Ranking's random real images, the arm experiments/fair/dvc.yaml evaluates
+
+
 @dataclass(frozen=True)
 class Workspace:
     """`arm` names a baseline's images beside the distilled set (`random`: DD-Ranking's random real images): its

@@ -12,7 +12,7 @@ from helio_core.params import Params
 from helio_core.progress import SILENT, Progress
 from helio_core.reporting.dd_ranking import score_lines, scores
 from helio_core.runtime import CPU, Runtime
-from helio_core.workspace import Workspace
+from helio_core.workspace import RANDOM_ARM, Workspace
 
 
 def run(
@@ -25,7 +25,7 @@ def run(
     runtime.require_single("dd_ranking")
     result = scores(
         distilled or workspace.students().metrics,
-        random or replace(workspace, arm="random").students().metrics,
+        random or replace(workspace, arm=RANDOM_ARM).students().metrics,
         full or workspace.full_data().metrics,
         params.fair.weight, distilled_plain, random_plain,
     )  # fmt: skip

@@ -68,3 +68,17 @@ def test_flip_mirrors_the_view():
     )
     views, _ = augment.render_views(images, torch.tensor([0, 0]), plan, 0, slice(0, 2), 1)
     torch.testing.assert_close(views[1], views[0].flip(-1))
+
+
+def test_no_crop_scale_plans_whole_views_and_without_flip_or_cutmix_the_images_themselves():
+    """DD-Ranking's no-augmentation student (student.crop, flip and cutmix false) sees each image as it is."""
+    images = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2, 1, 0, 2])
+    plan = augment.plan_views(6, 3, 4, 8, None, False, False, torch.Generator().manual_seed(0))
+    assert torch.equal(plan.boxes, torch.tensor([0, 0, 8, 8], dtype=torch.int16).expand(3, 6, 4))
+    for epoch in range(plan.epochs):
+        for batch in plan.batches():
+            views, targets = augment.render_views(images, labels, plan, epoch, batch, 3)
+            index = plan.order[epoch, batch].long()
+            torch.testing.assert_close(views, images[index].float() / 255, atol=1e-5, rtol=0)
+            assert torch.equal(targets, torch.nn.functional.one_hot(labels[index], 3).float())

@@ -71,3 +71,10 @@ def test_a_missing_key_is_named(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(HelioError, match=re.escape("student.projector_loss is missing: a params file sets every key")):
         load_params(tmp_path / "params.yaml")
+
+
+def test_student_crop_false_keeps_views_whole_and_refuses_a_crop_scale():
+    assert load_params(REPO / "params.yaml", ["select.factor=2"]).student_crop_scale == [0.5, 1.0]  # RDED's (1/f, 1)
+    assert load_params(REPO / "params.yaml", ["student.crop=false"]).student_crop_scale is None
+    with pytest.raises(HelioError, match=r"^student.crop_scale is set but student.crop is false: set crop_scale"):
+        load_params(REPO / "params.yaml", ["student.crop=false", "student.crop_scale=[0.5, 1.0]"])

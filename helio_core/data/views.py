@@ -80,6 +80,11 @@ def crop_boxes(n: int, size: int, scale: list[float], generator: torch.Generator
     return torch.stack([top, left, height, width], dim=1).to(torch.int16)
 
 
+def whole_boxes(n: int, size: int) -> torch.Tensor:
+    """The box of the whole image for each of `n` views (no crop)."""
+    return torch.tensor([0, 0, size, size], dtype=torch.int16).repeat(n, 1)
+
+
 def cutmix_box(size: int, generator: torch.Generator) -> torch.Tensor:
     """CutMix's region (Yun et al. 2019): area fraction 1 - lambda, lambda ~ U(0, 1), centre uniform, clipped."""
     lam = torch.rand(1, generator=generator).item()
@@ -95,17 +100,18 @@ def plan_views(
     epochs: int,
     batch_size: int,
     size: int,
-    crop_scale: list[float],
+    crop_scale: list[float] | None,
     flip: bool,
     cutmix: bool,
     generator: torch.Generator,
 ) -> ViewPlan:
-    """Draw the augmentation of every image in every epoch (shuffled batches of `batch_size`)."""
+    """Draw the augmentation of every image in every epoch (shuffled batches of `batch_size`); `crop_scale` None
+    keeps every view whole."""
     batches = math.ceil(n / batch_size)
     order, boxes, flips, partners, mix_boxes = [], [], [], [], []
     for _ in range(epochs):
         order.append(torch.randperm(n, generator=generator))
-        boxes.append(crop_boxes(n, size, crop_scale, generator))
+        boxes.append(crop_boxes(n, size, crop_scale, generator) if crop_scale else whole_boxes(n, size))
         flips.append(torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool))
         partner, mix = torch.arange(n), torch.zeros(batches, 4, dtype=torch.int16)
         for b, start in enumerate(range(0, n, batch_size)):

@@ -49,7 +49,8 @@ class WeakTeachers(nn.Module):
 
 def labelled_views(
     images: torch.Tensor, labels: torch.Tensor, teachers: list[nn.Module], num_classes: int, student: StudentParams,
-    crop_scale: list[float], batch_size: int, combine: Callable[[list[torch.Tensor]], torch.Tensor], runtime: Runtime,
+    crop_scale: list[float] | None, batch_size: int, combine: Callable[[list[torch.Tensor]], torch.Tensor],
+    runtime: Runtime,
 ) -> Batches:  # fmt: skip
     """Fresh student-style views every epoch (the students' RandomResizedCrop, flip and CutMix: what a label source
     will be asked to label), the teachers run on each view and `combine`d into one target. Every rank plans the

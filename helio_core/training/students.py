@@ -56,7 +56,7 @@ class StudentRun:
         return self.arch, self.seed, self.mode
 
 
-def make_plan(n: int, size: int, params: StudentParams, crop_scale: list[float], seed: int) -> ViewPlan:
+def make_plan(n: int, size: int, params: StudentParams, crop_scale: list[float] | None, seed: int) -> ViewPlan:
     generator = torch.Generator().manual_seed(seed)
     return plan_views(n, params.epochs, params.batch_size, size, crop_scale, params.flip, params.cutmix, generator)
 
