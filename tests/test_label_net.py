@@ -125,7 +125,7 @@ def test_the_resnet18_label_net_is_the_teachers_layout_made_narrow():
     assert narrow.body(torch.rand(2, 1, 28, 28)).shape == (2, 128, 1, 1)
     assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in teacher.parameters()) / 15
     with pytest.raises(HelioError, match=r"label_net.widths must list 4 stage widths for arch resnet18"):
-        load_params(REPO / "presets" / "quick.yaml", ["label_net.arch=resnet18"])
+        load_params(REPO / "presets" / "quick.yaml", ["label_net.widths=[8, 16]"])
 
 
 def test_distillation_moves_the_network_towards_its_teacher():
@@ -192,15 +192,16 @@ def test_the_stage_writes_the_file_and_its_fidelity(quick_fitted, tmp_path):
     label_net, runs end to end in tests/test_pipeline_e2e.py)."""
     workspace = inputs_of(quick_fitted[2], tmp_path)
     shutil.copytree(workspace.distilled, workspace.refined)
-    params = load_params(REPO / "presets" / "quick.yaml", ["label_net.dtype=int8"])
+    params = load_params(REPO / "presets" / "quick.yaml")  # int8, as params.yaml
     metrics = fit_label_net.run(params, workspace)
-    assert metrics["label_net_bytes"] == workspace.label_net.stat().st_size
+    assert metrics["dtype"] == "int8" and metrics["label_net_bytes"] == workspace.label_net.stat().st_size
     record = artifacts.read_metadata(workspace.label_net)
     assert record["teacher_epochs"] == [4] and "refined" in record["provenance"]["inputs"]  # last: the full teacher
     written = json.loads(workspace.label_net_metrics.read_text())
     assert written["shipped"]["kl"] >= 0 and len(written["history"]) == params.label_net.epochs
     assert any("label network" in line for line in fit_label_net.summary(metrics))
-    weak = fit_label_net.run(load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[1, 3]"]), workspace)
+    weak_fp16 = load_params(REPO / "presets" / "quick.yaml", ["label_net.teachers=[1, 3]", "label_net.dtype=fp16"])
+    weak = fit_label_net.run(weak_fp16, workspace)
     assert artifacts.read_metadata(workspace.label_net)["teacher_epochs"] == [1, 3] and weak["dtype"] == "fp16"
     assert not list(workspace.label_net.parent.parent.glob(".label_net.*"))  # nothing half-written left beside it
 
