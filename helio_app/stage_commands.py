@@ -72,11 +72,15 @@ def evaluate_students(
     arch: Annotated[str | None, typer.Option(help="one of cross_arch.archs: that architecture's Table 2 row")] = None,
     full_data: Annotated[bool, typer.Option(help="the full_data section's students on the whole train split")] = False,
     random: Random = False,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="no crop, flip or CutMix: DD-Ranking's no-augmentation students (ARS)")
+    ] = False,
 ) -> None:
     """Train students per label mode and seed on the refined images; write metrics/students.json (or, with
     --arch, metrics/cross_arch/<arch>.json; with --full-data, metrics/full_data.json; with --random, the random
-    images' students under fair.random_label_modes, metrics/random/students.json)."""
-    run_stage("evaluate-students", params, set_, arm(random), arch=arch, full_data=full_data)
+    images' students under fair.random_label_modes, metrics/random/students.json; with --plain, the same modes'
+    students without augmentation, metrics/[random/]plain_students.json)."""
+    run_stage("evaluate-students", params, set_, arm(random), arch=arch, full_data=full_data, plain=plain)
 
 
 @app.command("evaluate-continual")
@@ -102,8 +106,9 @@ def dd_ranking(
     random_plain: Annotated[Path | None, typer.Option(help="the random images' students, no augmentation")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="(default: metrics/dd_ranking.json)")] = None,
 ) -> None:
-    """DD-Ranking's IOR, HLR, label-robust score (LRS) and, given the no-augmentation tables, ARS, per label mode
-    (w: fair.weight), of this checkout's tables (experiments/fair/dvc.yaml) or of the files given."""
+    """DD-Ranking's IOR, HLR, label-robust score (LRS) and ARS per label mode (w: fair.weight), of this checkout's
+    tables (experiments/fair/dvc.yaml, the no-augmentation ones from `evaluate-students --plain`) or of the files
+    given (ARS only where both no-augmentation tables are given)."""
     tables = {"distilled": distilled, "random": random, "full": full, "distilled_plain": distilled_plain,
               "random_plain": random_plain, "output": output}  # fmt: skip
     run_stage("dd-ranking", params, set_, **tables)

@@ -151,6 +151,16 @@ class Workspace:
             stored_labels=None if self.arm else self._at("artifacts", "stored_labels"),
         )
 
+    def plain_students(self) -> StudentOutputs:
+        """DD-Ranking's no-augmentation students of this arm's images (for ARS), beside the augmented ones."""
+        return StudentOutputs(
+            metrics=self._arm_at("metrics", "plain_students.json"),
+            curves=self._arm_at("plots", "plain_student_curves.csv"),
+            accuracy_plot=self._arm_at("plots", "plain_accuracy_vs_storage.png"),
+            storage=None,
+            stored_labels=None,
+        )
+
     def cross_arch(self, arch: str) -> StudentOutputs:
         return StudentOutputs(
             metrics=self._at("metrics", "cross_arch", f"{arch}.json"),

@@ -8,7 +8,9 @@ metrics/cross_arch/<arch>.json and plots/cross_arch/, without stored labels or a
 it is the full-data reference (experiments/fair/dvc.yaml): the same recipe on the whole train split, with
 the `full_data` section's archs, label modes, seeds, epochs and batch size -> metrics/full_data.json. On the
 `random` arm of the workspace (the same pipeline) it is the default recipe on the random baseline's refined images
-under fair.random_label_modes -> metrics/random/students.json.
+under fair.random_label_modes -> metrics/random/students.json. With `plain`, DD-Ranking's no-augmentation students
+for its ARS: the default recipe without crop, flip or CutMix under fair.random_label_modes, on the arm's images ->
+metrics/plain_students.json (metrics/random/plain_students.json).
 
 Under torchrun the students are dealt out to the ranks (each trains whole students: they are independent, so
 the table does not depend on the number of processes); rank 0 stores the teacher's labels first and writes the
@@ -53,10 +55,10 @@ from helio_core.workspace import StudentOutputs, Workspace
 
 def run(
     params: Params, workspace: Workspace, runtime: Runtime = CPU, progress: Progress = SILENT, arch: str | None = None,
-    full_data: bool = False,
+    full_data: bool = False, plain: bool = False,
 ) -> dict:  # fmt: skip
     started = time.perf_counter()
-    params, outputs = _table_of(params, workspace, arch, full_data)
+    params, outputs = _table_of(params, workspace, arch, full_data, plain)
     config = params.student
     if "stored" in config.label_modes and outputs.stored_labels is None:
         raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
@@ -92,23 +94,28 @@ def run(
     return _write_table(runs, inputs, params, workspace, outputs, stored, started)
 
 
-def _table_of(params: Params, workspace: Workspace, arch: str | None, full_data: bool) -> tuple[Params, StudentOutputs]:
+def _table_of(
+    params: Params, workspace: Workspace, arch: str | None, full_data: bool, plain: bool
+) -> tuple[Params, StudentOutputs]:
     """The recipe and the outputs of the table asked for: the default one, one cross-architecture row, the
-    full-data reference, or the default recipe on a baseline arm's images (fair.random_label_modes)."""
+    full-data reference, or the default recipe (fair.random_label_modes) on a baseline arm's images or without
+    augmentation."""
     if arch is not None and full_data:
         raise HelioError("evaluate-students: --arch and --full-data are two different tables; give one")
-    if workspace.arm and (arch is not None or full_data):
-        raise HelioError(
-            f"evaluate-students: --{workspace.arm} trains the default recipe; give no --arch or --full-data"
-        )
+    flag = f"--{workspace.arm}" if workspace.arm else "--plain" if plain else None
+    if flag and (arch is not None or full_data):
+        raise HelioError(f"evaluate-students: {flag} trains the default recipe; give no --arch or --full-data")
     if full_data:
         return full_data_params(params), workspace.full_data()
     if arch is not None:
         return cross_arch_params(params, arch), workspace.cross_arch(arch)
-    if workspace.arm:
-        student = params.student.model_copy(update={"label_modes": list(params.fair.random_label_modes)})
-        return params.model_copy(update={"student": student}), workspace.students()
-    return params, workspace.students()
+    if not (workspace.arm or plain):
+        return params, workspace.students()
+    recipe = {"label_modes": list(params.fair.random_label_modes)}
+    if plain:
+        recipe |= {"crop": False, "crop_scale": None, "flip": False, "cutmix": False}
+    student = params.student.model_copy(update=recipe)
+    return params.model_copy(update={"student": student}), workspace.plain_students() if plain else workspace.students()
 
 
 def cross_arch_params(params: Params, arch: str) -> Params:
@@ -192,6 +199,7 @@ def _write_table(
         "student_seeds": config.seeds,  # in the order of every row's accs and val_accs
         "test_images": len(inputs.test.labels),
         "archs": config.archs,
+        "augmentation": {"crop": config.crop, "flip": config.flip, "cutmix": config.cutmix},
         **table,
         "images_bytes": images_bytes,
         "label_files_sha256": label_files_sha256(workspace, inputs),

@@ -26,9 +26,11 @@ def test_label_and_augmentation_robust_scores_on_a_worked_example():
     assert augmentation_robust_score(0.02, 0.05) == pytest.approx(0.284096, abs=1e-6)
 
 
-def _table(path, accs: dict, ipc=10, epochs=120):
+def _table(path, accs: dict, ipc=10, epochs=120, augmented=True):
     rows = {mode: {"acc": sum(a) / len(a), "accs": a} for mode, a in accs.items()}
-    path.write_text(json.dumps({"ipc": ipc, "epochs": epochs, "archs": ["resnet18"], "resnet18": rows}))
+    augmentation = dict.fromkeys(("crop", "flip", "cutmix"), augmented)
+    table = {"ipc": ipc, "epochs": epochs, "archs": ["resnet18"], "augmentation": augmentation, "resnet18": rows}
+    path.write_text(json.dumps(table))
     return path
 
 
@@ -48,10 +50,17 @@ def test_ars_needs_both_tables_without_augmentation(tmp_path):
     distilled = _table(tmp_path / "syn.json", {"hard": [0.60], "teacher": [0.80]})
     random = _table(tmp_path / "random.json", {"hard": [0.55], "teacher": [0.78]})
     full = _table(tmp_path / "full.json", {"hard": [0.93]})
-    plain = _table(tmp_path / "syn_plain.json", {"hard": [0.50], "teacher": [0.60]})
-    random_plain = _table(tmp_path / "random_plain.json", {"hard": [0.45], "teacher": [0.55]})
+    plain = _table(tmp_path / "syn_plain.json", {"hard": [0.50], "teacher": [0.60]}, augmented=False)
+    random_plain = _table(tmp_path / "random_plain.json", {"hard": [0.45], "teacher": [0.55]}, augmented=False)
     row = scores(distilled, random, full, 0.5, plain, random_plain)["resnet18"]["teacher"]
     assert row["ars"] == pytest.approx(augmentation_robust_score(0.02, 0.05), abs=1e-5)
+    with pytest.raises(
+        HelioError, match=r"random\.json: not students without augmentation .*evaluate-students --plain"
+    ):
+        scores(distilled, random, full, 0.5, plain, random)  # an augmented table given as the plain one
+    other_epochs = _table(tmp_path / "plain300.json", {"hard": [0.5], "teacher": [0.6]}, epochs=300, augmented=False)
+    with pytest.raises(HelioError, match=r"plain300\.json: IPC/epochs 10/300"):
+        scores(distilled, random, full, 0.5, other_epochs, random_plain)
 
 
 def test_a_record_of_a_run_is_read_like_its_students_table(tmp_path):

@@ -168,7 +168,8 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
 
 def _fair_pipeline(root: Path) -> None:
     """experiments/fair: the default students' recipe on random train images labelled by the same files, the
-    full-data reference, and DD-Ranking's scores of the two tables against it; nothing of the default reruns."""
+    full-data reference, both image sets' students without augmentation, and DD-Ranking's scores; nothing of the
+    default reruns."""
     fair = _run(root, sys.executable, "-m", "dvc", "repro", "experiments/fair/dvc.yaml")
     assert "Running stage 'evaluate_students'" not in fair and "Running stage 'fit_projector'" not in fair
     chosen = json.loads((root / "artifacts/random/distilled/labels.json").read_text())
@@ -184,6 +185,14 @@ def _fair_pipeline(root: Path) -> None:
     for mode, row in ((mode, scores["resnet18"][mode]) for mode in random["resnet18"]):
         ior = distilled["resnet18"][mode]["acc"] - random["resnet18"][mode]["acc"]  # means over the same seeds
         assert row["ior"] == pytest.approx(ior, abs=1e-4) and 0 <= row["lrs"] <= 1
+    for name in ("", "random/"):
+        plain = json.loads((root / f"metrics/{name}plain_students.json").read_text())
+        assert plain["augmentation"] == {"crop": False, "flip": False, "cutmix": False}
+        assert plain["student_seeds"] == distilled["student_seeds"] and sorted(plain["resnet18"]) == sorted(
+            random["resnet18"]
+        )
+    assert distilled["augmentation"] == {"crop": True, "flip": True, "cutmix": True}
+    assert all(0 <= scores["resnet18"][mode]["ars"] <= 1 for mode in random["resnet18"])
     full = json.loads((root / "metrics/full_data.json").read_text())
     assert scores["resnet18"]["full_hard_acc"] == pytest.approx(full["resnet18"]["hard"]["acc"], abs=1e-5)
     assert "Running stage" not in _run(root, sys.executable, "-m", "dvc", "repro", "experiments/fair/dvc.yaml")

@@ -39,6 +39,9 @@ def test_the_random_arm_has_its_own_images_and_students_and_shares_the_labellers
         Path("metrics/random/students.json"), Path("metrics/random/refine.json")
     )  # fmt: skip
     assert arm.students().stored_labels is None and arm.students().storage is None
+    assert (default.plain_students().metrics, arm.plain_students().metrics) == (
+        Path("metrics/plain_students.json"), Path("metrics/random/plain_students.json")
+    )  # fmt: skip
     for shared in ("data", "teachers", "projector", "label_net", "dd_ranking_metrics"):
         assert getattr(arm, shared) == getattr(default, shared)
     assert arm.full_data() == default.full_data()
@@ -53,4 +56,9 @@ def test_the_random_arms_students_are_the_default_table_only(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "helio: error: evaluate-students: --random trains the default recipe; give no --arch or --full-data"
+    )
+    command = [sys.executable, "-m", "helio_app", "evaluate-students", "--plain", "--full-data"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "helio: error: evaluate-students: --plain trains the default recipe; give no --arch or --full-data"
     )

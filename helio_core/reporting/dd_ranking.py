@@ -70,6 +70,15 @@ def _students(path: Path) -> dict:
     return metrics
 
 
+def require_plain(metrics: dict, path: Path) -> None:
+    """Refuse a table as ARS's no-augmentation students unless it records that they trained without crop, flip
+    and CutMix (`helio evaluate-students --plain`)."""
+    augmentation = metrics.get("augmentation")
+    if augmentation is None or any(augmentation.values()):
+        raise HelioError(f"{path}: not students without augmentation (augmentation {augmentation}); ARS needs "
+                         "`helio evaluate-students --plain` tables")  # fmt: skip
+
+
 def _paired(first: list[float], second: list[float], what: str) -> list[tuple[float, float]]:
     if len(first) != len(second):
         raise HelioError(f"{what}: {len(first)} seeds against {len(second)}; train the same student seeds for both")
@@ -97,6 +106,9 @@ def scores(
     tables = {path: _students(path) for path in inputs if path is not None}
     syn, rdm, real = tables[distilled], tables[random], tables[full]
     require_like(rdm, random, syn, "the distilled run")
+    for plain in (path for path in (distilled_plain, random_plain) if path is not None):
+        require_like(tables[plain], plain, syn, "the distilled run")
+        require_plain(tables[plain], plain)
     result = {"source": SOURCE, "weight": weight, "accuracy_unit": "fraction", "ipc": syn["ipc"],
               "epochs": syn["epochs"], "archs": [arch for arch in syn["archs"] if arch in rdm["archs"]]}  # fmt: skip
     for arch in result["archs"]:
