@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from helio_app.progress import RichProgress
-from helio_core import runtime
 from helio_core.errors import HelioError
 from helio_core.params import load_params
 from helio_core.workspace import Workspace
@@ -41,6 +40,8 @@ def run_stage(
 ) -> dict:
     """Run the stage of `command` in this checkout (on `workspace`'s arm of it); rank 0 prints its summary. Returns
     its metrics ({} on other ranks)."""
+    from helio_core import runtime  # torch: here, so that `helio --help` and the tools start without it
+
     try:
         params = load_params(params_file, overrides)
         stage = importlib.import_module(STAGES[command])

@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import ast
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,12 @@ def test_no_function_longer_than_sixty_lines():
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60
     ]
     assert long == []
+
+
+def test_the_commands_start_without_torch():
+    """`helio --help`, the tools and a stage's argument parsing load no torch (seconds on a busy machine): a stage
+    imports it when it runs."""
+    code = "import sys, helio_app.main, helio_app.cli, helio_app.stage_commands; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
