@@ -272,14 +272,42 @@ def selection_table(distilled: str, *randoms: str) -> list[str]:
         for arch in (a for a in ours["archs"] if a in theirs["archs"]):
             for mode in (m for m in MODES if m in ours[arch] and m in theirs[arch]):
                 mine, other = ours[arch][mode], theirs[arch][mode]
-                if mine["seeds"] != other["seeds"]:
-                    raise HelioError(f"{path}: {arch} {mode} has {other['seeds']} seeds, {distilled} "
-                                     f"{mine['seeds']}: train the same student seeds for both")  # fmt: skip
-                gain = f"{100 * (mine['val_acc'] - other['val_acc']):+.2f} / {100 * (mine['acc'] - other['acc']):+.2f}"
+                gain = difference(mine, other, f"{path}: {arch} {mode}", distilled)
                 lines.append(
                     f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
                     f"| {100 * mine['val_acc']:.2f} | {percent(other)} | {100 * other['val_acc']:.2f} | {gain} |"
                 )
+    return lines
+
+
+def difference(mine: dict, other: dict, what: str, ours: str) -> str:
+    """The val / test points of `mine` over `other`, rows of students with the same seeds (`what` names other's)."""
+    if mine["seeds"] != other["seeds"]:
+        raise HelioError(f"{what} has {other['seeds']} seeds, {ours} {mine['seeds']}: train the same student seeds "
+                         "for both")  # fmt: skip
+    return f"{100 * (mine['val_acc'] - other['val_acc']):+.2f} / {100 * (mine['acc'] - other['acc']):+.2f}"
+
+
+def parts_table(distilled: str, unrefined: str, random: str) -> list[str]:
+    """What each part adds with the same labels, per label mode, in val / test points (means over the same seeds):
+    the selection (the distilled students minus those on random train images refined alike: DD-Ranking's IOR), the
+    refinement (minus the same selected images unrefined) and the label source (minus hard labels, same images)."""
+    tables = {path: students_of(read(path)) for path in (distilled, unrefined, random)}
+    ours = tables[distilled]
+    for path in (unrefined, random):
+        require_like(tables[path], path, ours, distilled)
+    lines = ["| student | IPC | epochs | label source | test % (val) | selection | refinement | over hard labels |",
+             "|---" * 8 + "|"]  # fmt: skip
+    for arch in (a for a in ours["archs"] if all(a in table["archs"] for table in tables.values())):
+        for mode in (m for m in MODES if all(m in table[arch] for table in tables.values())):
+            mine = ours[arch][mode]
+            selection, refinement = (difference(mine, tables[path][arch][mode], f"{path}: {arch} {mode}", distilled)
+                                     for path in (random, unrefined))  # fmt: skip
+            labels = difference(mine, ours[arch]["hard"], f"{distilled}: {arch} hard", distilled)
+            lines.append(
+                f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
+                f"({100 * mine['val_acc']:.2f}) | {selection} | {refinement} | {labels} |"
+            )
     return lines
 
 
@@ -464,6 +492,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "label_sources": label_sources_table,
     "paired_seeds": paired_seeds_table,
     "selection": selection_table,
+    "parts": parts_table,
     "dd_ranking": dd_ranking_table,
     "label_net_fits": label_net_fits_table,
     "cross_arch": cross_arch_table,

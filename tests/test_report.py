@@ -111,6 +111,22 @@ def test_a_selection_table_puts_each_label_mode_against_random_images_with_the_s
         render("selection students.json random.json", tmp_path)
 
 
+def test_a_parts_table_says_what_the_selection_the_refinement_and_the_labels_each_add(tmp_path):
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
+    hard = STUDENTS["resnet18"]["hard"]
+    unrefined = {**STUDENTS, "resnet18": {"projector": {**ROW, "acc": 0.7444, "val_acc": 0.7711}, "hard": hard}}
+    random = {**STUDENTS, "resnet18": {"projector": {**ROW, "acc": 0.7344, "val_acc": 0.7311}, "hard": hard}}
+    (tmp_path / "unrefined.json").write_text(json.dumps({"name": "unrefined", "metrics": {"students": unrefined}}))
+    (tmp_path / "random.json").write_text(json.dumps(random))
+    table = render("parts students.json unrefined.json random.json", tmp_path).splitlines()
+    projector = "| resnet18 | 10 | 120 | projector (helio) | 75.44 ± 0.35 (76.11) "
+    assert table[2] == projector + "| +3.00 / +2.00 | -1.00 / +1.00 | +0.00 / +15.44 |"
+    assert table[3].endswith("| +0.00 / +0.00 | +0.00 / +0.00 | +0.00 / +0.00 |") and len(table) == 4
+    (tmp_path / "random.json").write_text(json.dumps({**random, "ipc": 1}))
+    with pytest.raises(HelioError, match="random.json: IPC/epochs 1/120, .*10/120: compare like with like"):
+        render("parts students.json unrefined.json random.json", tmp_path)
+
+
 def test_a_label_net_fits_table_shows_each_records_curve(tmp_path):
     fit = {
         "history": [{"epoch": 1, "kl": 0.5013}, {"epoch": 2, "kl": 0.20406}],
