@@ -288,6 +288,26 @@ def difference(mine: dict, other: dict, what: str, ours: str) -> str:
     return f"{100 * (mine['val_acc'] - other['val_acc']):+.2f} / {100 * (mine['acc'] - other['acc']):+.2f}"
 
 
+def versus_table(first: str, second: str) -> list[str]:
+    """Two runs of one student, epochs, IPC and seeds that differ in one thing (e.g. refined against unrefined
+    images), per label mode of both: each run's students and the first's lead over the second, val / test points."""
+    data = [read(path) for path in (first, second)]
+    names = [entry.get("name", Path(path).stem) for entry, path in zip(data, (first, second), strict=True)]
+    ours, theirs = (students_of(entry) for entry in data)
+    require_like(theirs, second, ours, first)
+    lines = [f"| student | IPC | epochs | label source | {names[0]}: test % (val) | {names[1]}: test % (val) "
+             f"| {names[0]} − {names[1]}: val / test |", "|---" * 7 + "|"]  # fmt: skip
+    for arch in (a for a in ours["archs"] if a in theirs["archs"]):
+        for mode in (m for m in MODES if m in ours[arch] and m in theirs[arch]):
+            mine, other = ours[arch][mode], theirs[arch][mode]
+            lines.append(
+                f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
+                f"({100 * mine['val_acc']:.2f}) | {percent(other)} ({100 * other['val_acc']:.2f}) "
+                f"| {difference(mine, other, f'{second}: {arch} {mode}', first)} |"
+            )
+    return lines
+
+
 def parts_table(distilled: str, unrefined: str, random: str) -> list[str]:
     """What each part adds with the same labels, per label mode, in val / test points (means over the same seeds):
     the selection (the distilled students minus those on random train images refined alike: DD-Ranking's IOR), the
@@ -493,6 +513,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "paired_seeds": paired_seeds_table,
     "selection": selection_table,
     "parts": parts_table,
+    "versus": versus_table,
     "dd_ranking": dd_ranking_table,
     "label_net_fits": label_net_fits_table,
     "cross_arch": cross_arch_table,

@@ -127,6 +127,25 @@ def test_a_parts_table_says_what_the_selection_the_refinement_and_the_labels_eac
         render("parts students.json unrefined.json random.json", tmp_path)
 
 
+def test_a_versus_table_names_the_two_runs_and_the_first_ones_lead(tmp_path):
+    (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
+    unrefined = {**STUDENTS, "resnet18": {"projector": {**ROW, "acc": 0.7444, "val_acc": 0.7711}}}
+    (tmp_path / "u.json").write_text(json.dumps({"name": "unrefined-300", "metrics": {"students": unrefined}}))
+    table = render("versus students.json u.json", tmp_path).splitlines()
+    assert table[0].endswith(
+        "| students: test % (val) | unrefined-300: test % (val) | students − unrefined-300: val / test |"
+    )
+    assert (
+        table[2]
+        == "| resnet18 | 10 | 120 | projector (helio) | 75.44 ± 0.35 (76.11) | 74.44 ± 0.35 (77.11) | -1.00 / +1.00 |"
+    )
+    assert len(table) == 3  # hard labels: only in the first run
+    fewer = {**unrefined, "resnet18": {"projector": {**ROW, "seeds": 1}}}
+    (tmp_path / "u.json").write_text(json.dumps(fewer))
+    with pytest.raises(HelioError, match=r"u.json: resnet18 projector has 1 seeds, .*students.json 2: train the same"):
+        render("versus students.json u.json", tmp_path)
+
+
 def test_a_label_net_fits_table_shows_each_records_curve(tmp_path):
     fit = {
         "history": [{"epoch": 1, "kl": 0.5013}, {"epoch": 2, "kl": 0.20406}],
