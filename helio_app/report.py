@@ -269,15 +269,20 @@ def selection_table(distilled: str, *randoms: str) -> list[str]:
     for path in randoms:
         theirs = students_of(read(path))
         require_like(theirs, path, ours, distilled)
-        for arch in (a for a in ours["archs"] if a in theirs["archs"]):
-            for mode in (m for m in MODES if m in ours[arch] and m in theirs[arch]):
-                mine, other = ours[arch][mode], theirs[arch][mode]
-                gain = difference(mine, other, f"{path}: {arch} {mode}", distilled)
-                lines.append(
-                    f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
-                    f"| {100 * mine['val_acc']:.2f} | {percent(other)} | {100 * other['val_acc']:.2f} | {gain} |"
-                )
+        for arch, mode in shared_rows(ours, theirs):
+            mine, other = ours[arch][mode], theirs[arch][mode]
+            gain = difference(mine, other, f"{path}: {arch} {mode}", distilled)
+            lines.append(
+                f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
+                f"| {100 * mine['val_acc']:.2f} | {percent(other)} | {100 * other['val_acc']:.2f} | {gain} |"
+            )
     return lines
+
+
+def shared_rows(*tables: dict) -> Iterator[tuple[str, str]]:
+    """The (arch, label mode) rows every one of the students' `tables` has, in the first's arch order."""
+    for arch in (a for a in tables[0]["archs"] if all(a in table["archs"] for table in tables)):
+        yield from ((arch, mode) for mode in MODES if all(mode in table[arch] for table in tables))
 
 
 def difference(mine: dict, other: dict, what: str, ours: str) -> str:
@@ -297,14 +302,13 @@ def versus_table(first: str, second: str) -> list[str]:
     require_like(theirs, second, ours, first)
     lines = [f"| student | IPC | epochs | label source | {names[0]}: test % (val) | {names[1]}: test % (val) "
              f"| {names[0]} − {names[1]}: val / test |", "|---" * 7 + "|"]  # fmt: skip
-    for arch in (a for a in ours["archs"] if a in theirs["archs"]):
-        for mode in (m for m in MODES if m in ours[arch] and m in theirs[arch]):
-            mine, other = ours[arch][mode], theirs[arch][mode]
-            lines.append(
-                f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
-                f"({100 * mine['val_acc']:.2f}) | {percent(other)} ({100 * other['val_acc']:.2f}) "
-                f"| {difference(mine, other, f'{second}: {arch} {mode}', first)} |"
-            )
+    for arch, mode in shared_rows(ours, theirs):
+        mine, other = ours[arch][mode], theirs[arch][mode]
+        lines.append(
+            f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
+            f"({100 * mine['val_acc']:.2f}) | {percent(other)} ({100 * other['val_acc']:.2f}) "
+            f"| {difference(mine, other, f'{second}: {arch} {mode}', first)} |"
+        )
     return lines
 
 
@@ -318,16 +322,15 @@ def parts_table(distilled: str, unrefined: str, random: str) -> list[str]:
         require_like(tables[path], path, ours, distilled)
     lines = ["| student | IPC | epochs | label source | test % (val) | selection | refinement | over hard labels |",
              "|---" * 8 + "|"]  # fmt: skip
-    for arch in (a for a in ours["archs"] if all(a in table["archs"] for table in tables.values())):
-        for mode in (m for m in MODES if all(m in table[arch] for table in tables.values())):
-            mine = ours[arch][mode]
-            selection, refinement = (difference(mine, tables[path][arch][mode], f"{path}: {arch} {mode}", distilled)
-                                     for path in (random, unrefined))  # fmt: skip
-            labels = difference(mine, ours[arch]["hard"], f"{distilled}: {arch} hard", distilled)
-            lines.append(
-                f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
-                f"({100 * mine['val_acc']:.2f}) | {selection} | {refinement} | {labels} |"
-            )
+    for arch, mode in shared_rows(*tables.values()):
+        mine = ours[arch][mode]
+        selection, refinement = (difference(mine, tables[path][arch][mode], f"{path}: {arch} {mode}", distilled)
+                                 for path in (random, unrefined))  # fmt: skip
+        labels = difference(mine, ours[arch]["hard"], f"{distilled}: {arch} hard", distilled)
+        lines.append(
+            f"| {arch} | {ours['ipc']} | {ours['epochs']} | {MODE_NAMES[mode]} | {percent(mine)} "
+            f"({100 * mine['val_acc']:.2f}) | {selection} | {refinement} | {labels} |"
+        )
     return lines
 
 
