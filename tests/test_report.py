@@ -125,6 +125,11 @@ def test_a_parts_table_says_what_the_selection_the_refinement_and_the_labels_eac
     (tmp_path / "random.json").write_text(json.dumps({**random, "ipc": 1}))
     with pytest.raises(HelioError, match="random.json: IPC/epochs 1/120, .*10/120: compare like with like"):
         render("parts students.json unrefined.json random.json", tmp_path)
+    (tmp_path / "random.json").write_text(json.dumps(random))
+    no_hard = {**STUDENTS, "resnet18": {"projector": ROW}}
+    (tmp_path / "students.json").write_text(json.dumps(no_hard))
+    with pytest.raises(HelioError, match="students.json: resnet18 has no hard-label students; .*train label mode hard"):
+        render("parts students.json unrefined.json random.json", tmp_path)
 
 
 def test_a_versus_table_names_the_two_runs_and_the_first_ones_lead(tmp_path):
