@@ -4,15 +4,17 @@
 # Before, here: bash bench/device_prepare.sh, and name .device in the call's carry (the wheels the machine's image
 # lacks, installed below into /tmp/site, and Fashion-MNIST). Parts run in priority order, each under its own limit,
 # each writing its log (and the default run's metrics) into OUT_DIR as it finishes, so a call cut short keeps what
-# finished; all of them fit in 8 minutes. PART names the parts to run, by default environment default precision
-# student_labels tests quick; fit_projector_cache, projector_throughput and student_archs run when named.
+# finished; all of them fit in 8 minutes. PART names the parts to run, by default environment default shared_gpu
+# precision student_labels tests; quick, fit_projector_cache, projector_throughput and student_archs run when named.
 # The default part runs the default params stage by stage on CUDA (the wall seconds of each): the pipeline's
-# stages in dvc.yaml's order, so a new stage is never left out.
+# stages in dvc.yaml's order, so a new stage is never left out. shared_gpu trains the default run's students again
+# as four processes on GPU 0 (runtime.ranks_per_gpu=4): its seconds against the default part's evaluate-students.
 set -uo pipefail
 if [ "${1:-}" = --pipeline ]; then  # --pipeline NAME PARAMS_FILE LOG_DIR FASHION_MNIST_DIR: one part, below, in
-  # the environment the call set up
+  # the environment the call set up; its work folder stays for the parts after it
   name=$2
-  work=$(mktemp -d)
+  work=/tmp/helio-device-$name
+  rm -rf "$work" && mkdir -p "$work"
   stages=$(python -c "import yaml; print(*(s.replace('_', '-') for s in yaml.safe_load(open('dvc.yaml'))['stages']))")
   cp -r helio_core helio_app stages "$work"/
   python - "$3" "$work/params.yaml" "$5" <<'PY'
@@ -44,6 +46,16 @@ PY
   exit $status
 fi
 
+if [ "${1:-}" = --shared-gpu ]; then  # --shared-gpu LOG_DIR: the default part's students, four processes on GPU 0
+  cd /tmp/helio-device-default || exit 1
+  start=$SECONDS
+  CUDA_VISIBLE_DEVICES=0 torchrun --standalone --nproc_per_node 4 -m helio_app evaluate-students \
+    -S runtime.ranks_per_gpu=4 | tail -n 12 || exit 1
+  echo "shared_gpu evaluate-students: $((SECONDS - start)) s as 4 processes on one GPU"
+  cp metrics/students.json "$2/shared_gpu-students.json"
+  exit 0
+fi
+
 if [ -d .device/wheels ] && [ ! -d /tmp/site ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
 fi
@@ -56,7 +68,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" DVC_NO_ANALYTICS=1 PYTHONUNB
 logs=$(realpath -m "${1:-device-logs}")
 fmnist=$( [ -d .device/fashion-mnist ] && realpath .device/fashion-mnist)
 wanted=("${@:2}")
-[ ${#wanted[@]} -gt 0 ] || wanted=(environment default precision student_labels tests quick)
+[ ${#wanted[@]} -gt 0 ] || wanted=(environment default shared_gpu precision student_labels tests)
 mkdir -p "$logs"
 failures=0
 
@@ -74,9 +86,10 @@ part() {  # part NAME SECONDS COMMAND...: run one part under its limit, its outp
 part environment 20 python -c "import torch, torchvision, open_clip, pydantic; assert torch.cuda.is_available(), \
 'no CUDA device'; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
 part default 240 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"  # no folder: prepare names the missing one
+part shared_gpu 75 bash "$0" --shared-gpu "$logs"
 part precision 40 python bench/precision.py --device cuda
 part student_labels 40 python bench/student_labels.py --device cuda
-part tests 60 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
+part tests 45 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
 part quick 60 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
 part fit_projector_cache 45 python bench/fit_projector_cache.py --device cuda
 part projector_throughput 45 python bench/projector_throughput.py --device cuda

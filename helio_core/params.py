@@ -322,6 +322,7 @@ class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"]  # auto: CUDA when available, else the CPU
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # autocast; auto: bf16 (fp16) on CUDA, fp32 on the CPU
     threads: Positive | None  # CPU threads per process (None: the cores, shared among torchrun processes)
+    ranks_per_gpu: Positive  # torchrun processes per GPU: > 1 runs a stage's independent students side by side
 
     @model_validator(mode="after")
     def _precision_fits_device(self) -> RuntimeParams:

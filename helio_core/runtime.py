@@ -1,5 +1,5 @@
 """Where a stage runs, decided in one place: device, autocast precision, CPU threads, and the process
-group when started by `torchrun` (NCCL on GPUs, gloo on the CPU).
+group when started by `torchrun` (NCCL on GPUs, gloo on the CPU or where ranks share a GPU).
 
 Stages take a `Runtime` and ask it, never torch directly: which device a tensor goes to, whether this
 process writes artifacts (rank 0 only), which share of a global batch it trains on. One process without
@@ -115,18 +115,25 @@ class Runtime:
 CPU = Runtime(torch.device("cpu"), "fp32")  # one process on the CPU at fp32: what library calls default to
 
 
-def choose_device(requested: str, local_rank: int) -> torch.device:
+def choose_device(requested: str, local_rank: int, ranks_per_gpu: int = 1) -> torch.device:
     """The device `requested` names (auto: CUDA when available); a CUDA request without CUDA is an error,
-    not a silent CPU run."""
+    not a silent CPU run. Local ranks fill the GPUs `ranks_per_gpu` at a time."""
     if requested not in ("auto", "cpu", "cuda"):
         raise HelioError(f"device must be auto, cpu or cuda, got {requested!r}")
     if requested == "cuda" and not torch.cuda.is_available():
         raise HelioError("runtime.device=cuda but torch sees no CUDA device (use runtime.device=auto or cpu)")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    if local_rank >= torch.cuda.device_count():
-        raise HelioError(f"torchrun local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-    return torch.device("cuda", local_rank)
+    index = local_rank // ranks_per_gpu
+    if index >= torch.cuda.device_count():
+        raise HelioError(f"torchrun local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible, "
+                         f"runtime.ranks_per_gpu={ranks_per_gpu})")  # fmt: skip
+    return torch.device("cuda", index)
+
+
+def process_group_backend(device: torch.device, ranks_per_gpu: int) -> str:
+    """NCCL between GPUs; gloo on the CPU, and where ranks share a GPU (NCCL refuses two ranks on one device)."""
+    return "nccl" if device.type == "cuda" and ranks_per_gpu == 1 else "gloo"
 
 
 def choose_precision(requested: str, device: torch.device) -> str:
@@ -143,7 +150,7 @@ def started(params: RuntimeParams) -> Iterator[Runtime]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-    device = choose_device(params.device, local_rank)
+    device = choose_device(params.device, local_rank, params.ranks_per_gpu)
     if device.type == "cpu":
         torch.set_num_threads(params.threads or max(1, len(os.sched_getaffinity(0)) // local_world))
     else:
@@ -154,7 +161,7 @@ def started(params: RuntimeParams) -> Iterator[Runtime]:
     if world_size == 1:
         yield runtime
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = process_group_backend(device, params.ranks_per_gpu)
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     try:
         yield runtime

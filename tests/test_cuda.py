@@ -1,5 +1,9 @@
 """The CUDA path on real kernels. CI has no GPU, so these skip there; `bench/device_check.sh` runs them on one."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,3 +74,31 @@ def test_lora_gradients_reach_only_the_adapters_on_the_gpu():
     trainable = projector.trainable_parameters()
     assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
     assert all(p.grad is None for p in projector.parameters() if not p.requires_grad)
+
+
+SHARED_GPU_SCRIPT = """
+import sys, torch
+from helio_core.params import load_params
+from helio_core.runtime import started
+params = load_params(sys.argv[1], ["runtime.device=cuda", "runtime.ranks_per_gpu=2"]).runtime
+with started(params) as runtime:
+    model = torch.nn.Linear(2, 1, bias=False).to(runtime.device)
+    wrapped = runtime.parallel(model)  # held: a wrapper collected before backward would all-reduce nothing
+    wrapped(torch.full((1, 2), float(runtime.rank), device=runtime.device)).sum().backward()
+    seen = f"{runtime.device} {runtime.gather(runtime.rank)} {model.weight.grad.tolist()}"
+    open(f"{sys.argv[2]}/rank{runtime.rank}.txt", "w").write(seen)
+"""
+
+
+def test_two_ranks_share_one_gpu_over_gloo(tmp_path):
+    """runtime.ranks_per_gpu=2: two torchrun processes on GPU 0 (NCCL would refuse), gathering and averaging
+    gradients: each rank's gradient is the mean of both ranks' inputs (0 and 1)."""
+    script = tmp_path / "shared_gpu.py"
+    script.write_text(SHARED_GPU_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               str(REPO / "params.yaml"), str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "0"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seen = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert seen == ["cuda:0 [0, 1] [[0.5, 0.5]]"] * 2

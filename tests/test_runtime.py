@@ -1,10 +1,10 @@
-"""The runtime's arithmetic of shards, without a process group (ranks given by hand)."""
+"""The runtime's arithmetic of shards and of ranks on GPUs, without a process group (ranks given by hand)."""
 
 import pytest
 import torch
 
 from helio_core.errors import HelioError
-from helio_core.runtime import CPU, Runtime, choose_precision
+from helio_core.runtime import CPU, Runtime, choose_device, choose_precision, process_group_backend
 
 
 def test_shards_of_a_batch_partition_it_across_ranks():
@@ -33,3 +33,18 @@ def test_precision_auto_is_fp32_on_the_cpu_and_explicit_choices_stand():
     assert choose_precision("auto", torch.device("cpu")) == "fp32"
     assert choose_precision("bf16", torch.device("cpu")) == "bf16"
     assert CPU.record() == {"device": "cpu", "precision": "fp32", "world_size": 1}
+
+
+def test_ranks_fill_the_gpus_ranks_per_gpu_at_a_time_over_gloo(monkeypatch):
+    """Two GPUs seen (patched): one rank each by default, over NCCL; four ranks sharing them two by two use gloo,
+    which, unlike NCCL, accepts two ranks on one device; a rank beyond the GPUs is refused in one line."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [choose_device("auto", rank).index for rank in range(2)] == [0, 1]
+    assert [choose_device("cuda", rank, ranks_per_gpu=2).index for rank in range(4)] == [0, 0, 1, 1]
+    with pytest.raises(HelioError, match=r"torchrun local rank 2 has no GPU \(2 visible, runtime.ranks_per_gpu=1\)"):
+        choose_device("auto", 2)
+    assert choose_device("cpu", 3, ranks_per_gpu=2) == torch.device("cpu")
+    assert process_group_backend(torch.device("cuda", 0), 1) == "nccl"
+    assert process_group_backend(torch.device("cuda", 0), 2) == "gloo"
+    assert process_group_backend(torch.device("cpu"), 1) == "gloo"
