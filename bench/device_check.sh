@@ -87,7 +87,7 @@ part environment 20 python -c "import torch, torchvision, open_clip, pydantic; a
 'no CUDA device'; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
 part default 240 bash "$0" --pipeline default params.yaml "$logs" "$fmnist"  # no folder: prepare names the missing one
 part shared_gpu 75 bash "$0" --shared-gpu "$logs"
-part precision 40 python bench/precision.py --device cuda
+part precision 40 python bench/precision.py --device cuda --profile 8
 part student_labels 40 python bench/student_labels.py --device cuda
 part tests 45 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
 part quick 60 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
