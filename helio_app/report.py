@@ -406,6 +406,27 @@ def pipeline_table(path: str) -> list[str]:
     return lines
 
 
+def scale_table(*paths: str) -> list[str]:
+    """bench/scale.py --save files: each revision's stages at every size, wall seconds / peak MiB, and the peak at the
+    largest size it ran over the peak at the smallest (flat in N: near 1)."""
+    benches = [read(path) for path in paths]
+    sizes = sorted({row["images"] for bench in benches for row in bench["rows"]})
+    lines = [f"| run | stage | {' | '.join(f'{n:,} images: s / MiB' for n in sizes)} | peak MiB, largest / smallest |",
+             "|---" * (len(sizes) + 3) + "|"]  # fmt: skip
+    for bench in benches:
+        cells: dict[tuple[str, str], dict[int, dict]] = {}
+        for row in bench["rows"]:
+            run = f"{row['revision']} ({bench[row['revision']]}, {bench['date']})"
+            cells.setdefault((run, row["stage"]), {})[row["images"]] = row
+        for (run, stage), by_size in cells.items():
+            figures = " | ".join(f"{by_size[n]['seconds']:.0f} / {by_size[n]['mib']:,.0f}" if n in by_size else "–"
+                                 for n in sizes)  # fmt: skip
+            ran = sorted(by_size)
+            growth = by_size[ran[-1]]["mib"] / by_size[ran[0]]["mib"]
+            lines.append(f"| {run} | {stage} | {figures} | {growth:.2f}x |")
+    return lines
+
+
 def pipeline_students_table(path: str) -> list[str]:
     """bench/pipeline.py --save: each revision's students' table, side by side (seeded runs: identical or not)."""
     tables = read(path)["students"]
@@ -511,6 +532,7 @@ TABLES: dict[str, Callable[..., list[str]]] = {
     "fidelity_predictors": fidelity_predictors_table,
     "pipeline": pipeline_table,
     "pipeline_students": pipeline_students_table,
+    "scale": scale_table,
     "students": students_table,
     "run": run_table,
     "ipc": ipc_table,

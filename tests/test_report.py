@@ -269,3 +269,17 @@ def test_a_dd_ranking_table_scores_the_distilled_students_against_random_images_
     assert table[2] == ("| resnet18 | 10 | 120 | full teacher (RDED) | 92.00 | +2.50 ± 0.50 | 31.00 ± 1.00 "
                         "| 0.2124 ± 0.0028 | – |")  # fmt: skip
     assert table[3].startswith("| resnet18 | 10 | 120 | hard labels | 92.00 | +5.50 ± 0.50 |") and len(table) == 4
+
+
+def test_a_scale_table_puts_each_stage_at_every_size_and_its_peak_growth(tmp_path):
+    rows = [{"images": n, "revision": "after", "stage": "prepare", "seconds": n / 100, "mib": mib}
+            for n, mib in ((2000, 1000.0), (8000, 1100.0), (32000, 1250.0))]  # fmt: skip
+    old = [{"images": 2000, "revision": "before", "stage": "prepare", "seconds": 20.4, "mib": 5000.0},
+           {"images": 8000, "revision": "before", "stage": "prepare", "seconds": 84.0, "mib": 20000.0}]  # fmt: skip
+    (tmp_path / "new.json").write_text(json.dumps({"after": "abc1234", "date": "2026-12-02", "rows": rows}))
+    (tmp_path / "old.json").write_text(json.dumps({"before": "dbe55c3", "date": "2026-11-30", "rows": old}))
+    table = render("scale old.json new.json", tmp_path).splitlines()
+    assert table[0] == ("| run | stage | 2,000 images: s / MiB | 8,000 images: s / MiB | 32,000 images: s / MiB "
+                        "| peak MiB, largest / smallest |")  # fmt: skip
+    assert table[2] == "| before (dbe55c3, 2026-11-30) | prepare | 20 / 5,000 | 84 / 20,000 | – | 4.00x |"
+    assert table[3] == "| after (abc1234, 2026-12-02) | prepare | 20 / 1,000 | 80 / 1,100 | 320 / 1,250 | 1.25x |"
