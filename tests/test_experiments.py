@@ -31,7 +31,7 @@ def test_the_ladder_adds_one_part_of_the_method_per_step():
     assert list(rows) == steps
     assert "projector.loss=ce" in rows["ladder-1-probe"] and "lora.rank=0" in rows["ladder-2-guidance"]
     assert "lora.rank=0" not in rows["ladder-3-lora"] and "projector.head_init=random" not in rows["ladder-4-head-init"]
-    assert "refine.enabled=false" not in rows["ladder-5-refine"]
+    assert "refine.enabled=true" in rows["ladder-5-refine"]  # params.yaml leaves the images unrefined
     assert "lora.head_rank=4" in rows["ladder-4-head-init"]  # the head's update is stored, smaller than the head
 
 
