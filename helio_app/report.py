@@ -81,6 +81,14 @@ def students_table(*paths: str) -> list[str]:
     return lines
 
 
+def refined_row(refine: dict) -> str:
+    """What refine_images did: the projector/teacher agreement it moved, or that it passed the images unchanged."""
+    before, after = (100 * refine[key]["agreement"] for key in ("before", "after"))
+    if not refine.get("enabled", True):
+        return f"off: the selected images as they are, projector/teacher agreement {before:.1f} %"
+    return f"projector/teacher agreement on the images {before:.1f} % → {after:.1f} %"
+
+
 def run_table(*paths: str) -> list[str]:
     """What the default run's stages recorded: the teachers, the projector, the label network, refinement, and the
     students' stage."""
@@ -98,8 +106,7 @@ def run_table(*paths: str) -> list[str]:
         f"{label_net['stored_parameters']:,} parameters; {100 * shipped['acc']:.1f} % val accuracy, "
         f"{100 * shipped['agreement']:.1f} % agreement, KL·T² {shipped['kl']:.3f} to its target "
         f"| {label_net['wall_seconds']:.0f} |",
-        f"| refine_images | projector/teacher agreement on the images {100 * refine['before']['agreement']:.1f} % → "
-        f"{100 * refine['after']['agreement']:.1f} % | {refine['wall_seconds']:.0f} |",
+        f"| refine_images | {refined_row(refine)} | {refine['wall_seconds']:.0f} |",
         f"| evaluate_students | {sum(students[a][m]['seeds'] for a in students['archs'] for m in students[a])} "
         f"students, {students['epochs']} epochs | {students['wall_seconds']:.0f} |",
     ]

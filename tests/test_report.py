@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helio_app.cli import app
-from helio_app.report import refresh, render, spearman
+from helio_app.report import refined_row, refresh, render, spearman
 from helio_core.errors import HelioError
 from tests.conftest import REPO
 
@@ -283,3 +283,9 @@ def test_a_scale_table_puts_each_stage_at_every_size_and_its_peak_growth(tmp_pat
                         "| peak MiB, largest / smallest |")  # fmt: skip
     assert table[2] == "| before (dbe55c3, 2026-11-30) | prepare | 20 / 5,000 | 84 / 20,000 | – | 4.00x |"
     assert table[3] == "| after (abc1234, 2026-12-02) | prepare | 20 / 1,000 | 80 / 1,100 | 320 / 1,250 | 1.25x |"
+
+
+def test_the_run_tables_refinement_row_says_when_the_images_were_left_as_they_are():
+    refine = {"before": {"agreement": 0.94}, "after": {"agreement": 0.93}}
+    assert refined_row({**refine, "enabled": True}) == "projector/teacher agreement on the images 94.0 % → 93.0 %"
+    assert refined_row({**refine, "enabled": False}).startswith("off: the selected images as they are")
