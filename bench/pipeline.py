@@ -58,8 +58,9 @@ def run_stage(folder: Path, stage: str) -> tuple[float, float]:
                                    stderr=subprocess.STDOUT)  # fmt: skip
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{folder.name}: stage {stage} failed, see {folder / (stage + '.log')}")
+    if os.waitstatus_to_exitcode(status) != 0:  # the log's end here: the caller may remove its folder
+        tail = (folder / f"{stage}.log").read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"{folder.name}: stage {stage} failed; the end of its log:\n" + "\n".join(tail))
     return seconds, usage.ru_maxrss / 1024
 
 
