@@ -329,10 +329,12 @@ def parts_table(distilled: str, unrefined: str, random: str) -> list[str]:
         require_like(tables[path], path, ours, distilled)
     lines = ["| student | IPC | epochs | label source | test % (val) | selection | refinement | over hard labels |",
              "|---" * 8 + "|"]  # fmt: skip
-    for arch, mode in shared_rows(*tables.values()):
+    rows = list(shared_rows(*tables.values()))
+    for arch in dict.fromkeys(arch for arch, _ in rows):
         if "hard" not in ours[arch]:
             raise HelioError(f"{distilled}: {arch} has no hard-label students; the parts table measures each label "
                              "source over them (train label mode hard too)")  # fmt: skip
+    for arch, mode in rows:
         mine = ours[arch][mode]
         selection, refinement = (difference(mine, tables[path][arch][mode], f"{path}: {arch} {mode}", distilled)
                                  for path in (random, unrefined))  # fmt: skip
