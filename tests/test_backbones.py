@@ -56,3 +56,12 @@ def test_weights_hash_is_stable_across_builds():
     backbone = create_backbone("efficientnet_lite0", 64, "final")
     assert len(backbone.weights_sha256) == 64
     assert create_backbone("efficientnet_lite0", 64, "final").weights_sha256 == backbone.weights_sha256
+
+
+def test_random_weights_are_one_network_and_leave_the_callers_random_state():
+    torch.manual_seed(1)
+    first = create_backbone("torchvision:mobilenet_v3_small", 32, "final")
+    state = torch.random.get_rng_state()
+    second = create_backbone("torchvision:mobilenet_v3_small", 32, "final")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first.weights_sha256 == second.weights_sha256

@@ -75,6 +75,21 @@ def test_save_load_round_trip_is_bit_exact_in_fp32(checkpoint, tmp_path, head_in
     assert metadata["head_form"] == form
 
 
+def test_a_projector_on_random_backbone_weights_reloads_in_another_random_state(tmp_path):
+    """`open_clip:<model>` without weights (the ImageNet-100 preset's RN50 on an offline machine) is one network
+    whatever the random state: its file reloads after any other draw, as a later stage's process rebuilds it."""
+    spec = ProjectorSpec("open_clip:tiny-rn-clip", None, "final", "random", 2, 8.0, "all", 2)
+    torch.manual_seed(1)
+    projector = build_projector(spec, CLASSES, logit_scale=10.0, seed=0).eval()
+    path = tmp_path / "p.safetensors"
+    save_projector(path, projector, CLASSES, artifacts.sha256_json(CLASSES), {}, "fp32")
+    torch.manual_seed(2)
+    loaded, _ = load_projector(path)
+    images = torch.rand(3, 1, 20, 20)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), projector(images))
+
+
 def test_fp16_file_reloads_to_the_same_file(checkpoint, tmp_path):
     projector = build_projector(_spec(checkpoint), CLASSES, logit_scale=10.0, seed=0).eval()
     _train_a_little(projector)

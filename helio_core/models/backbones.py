@@ -11,13 +11,17 @@ Ids:
 - ``open_clip:<model>/<pretrained>`` (the paper: ``open_clip:RN50/openai``), ``open_clip:<model>//<file>`` for a
   local checkpoint, ``open_clip:<model>`` for random weights (tests). Text head from CLIP's 80 ImageNet templates.
 - ``torchvision:<name>[/<weights tag or file>]``: any torchvision classifier trunk.
+
+Random weights (an id without weights) are drawn from a fixed seed: the same id is the same network in every process,
+so the weights' sha256 a projector file records still matches when a later stage rebuilds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +100,14 @@ def create_backbone(backbone_id: str, resolution: int | None = None, features: s
         f"projector.backbone={backbone_id!r} is unknown "
         "(expected efficientnet_lite0, open_clip:<model>/<pretrained>, or torchvision:<name>[/<weights>])"
     )
+
+
+@contextmanager
+def seeded_init() -> Iterator[None]:
+    """Build a model's random initial weights from seed 0, leaving the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -209,7 +221,8 @@ def _open_clip(backbone_id: str, spec: str, resolution: int | None) -> Backbone:
         )
     extra = {"force_image_size": resolution} if resolution else {}
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained or None, **extra)
+        with seeded_init():
+            model = open_clip.create_model(model_name, pretrained=pretrained or None, **extra)
     except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as error:
         if is_file:
             raise HelioError(f"{pretrained}: not an open_clip {model_name} checkpoint ({first_line(error)})") from None
@@ -245,7 +258,8 @@ def _torchvision(backbone_id: str, spec: str, resolution: int) -> Backbone:
     name, _, weights = spec.partition("/")
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise HelioError(f"projector.backbone={backbone_id}: torchvision has no classification model {name!r}")
-    model = torchvision.models.get_model(name, weights=None)
+    with seeded_init():
+        model = torchvision.models.get_model(name, weights=None)
     if weights and Path(weights).is_file():
         try:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
