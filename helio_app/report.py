@@ -358,12 +358,14 @@ def dd_ranking_table(params: str, distilled: str, random: str, full: str, *plain
         rows = mode_scores(result, arch)
         for mode in (m for m in MODES if m in rows):
             row = rows[mode]
+            full = result[arch]["full_hard_acc"]
+            hlr = f"{100 * row['hlr']:.2f} ± {100 * row['hlr_std']:.2f}" if "hlr" in row else "–"
+            lrs = f"{row['lrs']:.4f} ± {row['lrs_std']:.4f}" if "lrs" in row else "–"
             ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"
             lines.append(
                 f"| {arch} | {result['ipc']} | {result['epochs']} | {MODE_NAMES[mode]} "
-                f"| {100 * result[arch]['full_hard_acc']:.2f} | {100 * row['ior']:+.2f} ± {100 * row['ior_std']:.2f} "
-                f"| {100 * row['hlr']:.2f} ± {100 * row['hlr_std']:.2f} | {row['lrs']:.4f} ± {row['lrs_std']:.4f} "
-                f"| {ars} |"
+                f"| {'not trained' if full is None else f'{100 * full:.2f}'} "
+                f"| {100 * row['ior']:+.2f} ± {100 * row['ior_std']:.2f} | {hlr} | {lrs} | {ars} |"
             )
     return lines
 

@@ -63,6 +63,19 @@ def test_ars_needs_both_tables_without_augmentation(tmp_path):
         scores(distilled, random, full, 0.5, other_epochs, random_plain)
 
 
+def test_an_arch_without_full_data_students_gets_ior_and_ars_only(tmp_path):
+    distilled = _table(tmp_path / "syn.json", {"hard": [0.60], "teacher": [0.80]})
+    random = _table(tmp_path / "random.json", {"hard": [0.55], "teacher": [0.78]})
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps({"ipc": None, "epochs": 30, "archs": ["convnet3"], "convnet3": {"hard": {"acc": 0.9}}}))
+    plain = _table(tmp_path / "syn_plain.json", {"hard": [0.50], "teacher": [0.60]}, augmented=False)
+    random_plain = _table(tmp_path / "random_plain.json", {"hard": [0.45], "teacher": [0.55]}, augmented=False)
+    result = scores(distilled, random, full, 0.5, plain, random_plain)
+    row = result["resnet18"]["teacher"]
+    assert result["resnet18"]["full_hard_acc"] is None and "hlr" not in row and "lrs" not in row
+    assert row["ior"] == pytest.approx(0.02) and row["ars"] == pytest.approx(0.284096, abs=1e-5)
+
+
 def test_a_record_of_a_run_is_read_like_its_students_table(tmp_path):
     distilled = _table(tmp_path / "syn.json", {"hard": [0.6], "teacher": [0.8]})
     inner = json.loads(_table(tmp_path / "r.json", {"hard": [0.55], "teacher": [0.78]}).read_text())

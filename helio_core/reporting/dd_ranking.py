@@ -99,7 +99,8 @@ def scores(
     distilled_plain: Path | None = None, random_plain: Path | None = None,
 ) -> dict:  # fmt: skip
     """Per arch and label mode found in both `distilled` and `random`: IOR, HLR and LRS (mean and std over seeds;
-    with the two no-augmentation tables, ARS too). `full` holds the full-data students (mode `hard`)."""
+    with the two no-augmentation tables, ARS too). `full` holds the full-data students (mode `hard`); an arch it
+    lacks gets IOR and ARS only, its full-data accuracy None (HLR and LRS need that arch's full-data students)."""
     if not 0 <= weight <= 1:
         raise HelioError(f"dd-ranking: the weight must lie in [0, 1], got {weight}")
     inputs = (distilled, random, full, distilled_plain, random_plain)
@@ -112,13 +113,19 @@ def scores(
     result = {"source": SOURCE, "weight": weight, "accuracy_unit": "fraction", "ipc": syn["ipc"],
               "epochs": syn["epochs"], "archs": [arch for arch in syn["archs"] if arch in rdm["archs"]]}  # fmt: skip
     for arch in result["archs"]:
-        full_hard = mean(_seed_accuracies(real, arch, "hard", str(full)))
-        hlr = [full_hard - hard for hard in _seed_accuracies(syn, arch, "hard", str(distilled))]
-        result[arch] = {"full_hard_acc": round(full_hard, 5)}
+        result[arch] = {"full_hard_acc": None}
+        if arch in real["archs"]:
+            full_hard = mean(_seed_accuracies(real, arch, "hard", str(full)))
+            hlr = [full_hard - hard for hard in _seed_accuracies(syn, arch, "hard", str(distilled))]
+            result[arch]["full_hard_acc"] = round(full_hard, 5)
         for mode in (mode for mode in syn[arch] if mode in rdm[arch]):
             ior = _improvements(tables, distilled, random, arch, mode)
-            lrs = [label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")]
-            row = _summary("ior", ior) | _summary("hlr", hlr) | _summary("lrs", lrs)
+            row = _summary("ior", ior)
+            if result[arch]["full_hard_acc"] is not None:
+                lrs = [
+                    label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")
+                ]
+                row |= _summary("hlr", hlr) | _summary("lrs", lrs)
             if distilled_plain and random_plain:
                 plain = _improvements(tables, distilled_plain, random_plain, arch, mode)
                 ars = [augmentation_robust_score(a, p, weight) for a, p in _paired(ior, plain, f"{arch} {mode}: ARS")]
@@ -143,7 +150,8 @@ def score_lines(result: dict) -> list[str]:
              f"{'LRS':>16}{'ARS':>16}"]  # fmt: skip
     for arch in result["archs"]:
         for mode, row in mode_scores(result, arch).items():
+            hlr = f"{100 * row['hlr']:>9.2f}" if "hlr" in row else f"{'–':>9}"
+            lrs = f"{row['lrs']:>9.4f} ± {row['lrs_std']:.4f}" if "lrs" in row else f"{'–':>16}"
             ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"
-            lines.append(f"{arch:<16}{mode:<12}{100 * row['ior']:>+9.2f}{100 * row['hlr']:>9.2f}"
-                         f"{row['lrs']:>9.4f} ± {row['lrs_std']:.4f}{ars:>16}")  # fmt: skip
+            lines.append(f"{arch:<16}{mode:<12}{100 * row['ior']:>+9.2f}{hlr}{lrs}{ars:>16}")
     return lines
