@@ -113,7 +113,7 @@ def scores(
     result = {"source": SOURCE, "weight": weight, "accuracy_unit": "fraction", "ipc": syn["ipc"],
               "epochs": syn["epochs"], "archs": [arch for arch in syn["archs"] if arch in rdm["archs"]]}  # fmt: skip
     for arch in result["archs"]:
-        result[arch] = {"full_hard_acc": None}
+        result[arch], hlr = {"full_hard_acc": None}, None
         if arch in real["archs"]:
             full_hard = mean(_seed_accuracies(real, arch, "hard", str(full)))
             hlr = [full_hard - hard for hard in _seed_accuracies(syn, arch, "hard", str(distilled))]
@@ -121,7 +121,7 @@ def scores(
         for mode in (mode for mode in syn[arch] if mode in rdm[arch]):
             ior = _improvements(tables, distilled, random, arch, mode)
             row = _summary("ior", ior)
-            if result[arch]["full_hard_acc"] is not None:
+            if hlr is not None:
                 lrs = [
                     label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")
                 ]
