@@ -25,7 +25,7 @@ from pathlib import Path
 from helio_app.stage import fail
 from helio_core.errors import HelioError
 from helio_core.params import load_params
-from helio_core.reporting.dd_ranking import mode_scores, require_like, scores, students_of
+from helio_core.reporting.dd_ranking import mode_scores, require_like, scores, spread, students_of
 from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
@@ -359,13 +359,11 @@ def dd_ranking_table(params: str, distilled: str, random: str, full: str, *plain
         for mode in (m for m in MODES if m in rows):
             row = rows[mode]
             full = result[arch]["full_hard_acc"]
-            hlr = f"{100 * row['hlr']:.2f} ± {100 * row['hlr_std']:.2f}" if "hlr" in row else "–"
-            lrs = f"{row['lrs']:.4f} ± {row['lrs_std']:.4f}" if "lrs" in row else "–"
-            ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"
             lines.append(
                 f"| {arch} | {result['ipc']} | {result['epochs']} | {MODE_NAMES[mode]} "
                 f"| {'not trained' if full is None else f'{100 * full:.2f}'} "
-                f"| {100 * row['ior']:+.2f} ± {100 * row['ior_std']:.2f} | {hlr} | {lrs} | {ars} |"
+                f"| {100 * row['ior']:+.2f} ± {100 * row['ior_std']:.2f} | {spread(row, 'hlr', 100, 2)} "
+                f"| {spread(row, 'lrs')} | {spread(row, 'ars')} |"
             )
     return lines
 

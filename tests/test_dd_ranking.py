@@ -8,7 +8,13 @@ import sys
 import pytest
 
 from helio_core.errors import HelioError
-from helio_core.reporting.dd_ranking import augmentation_robust_score, label_robust_score, robust_score, scores
+from helio_core.reporting.dd_ranking import (
+    augmentation_robust_score,
+    label_robust_score,
+    robust_score,
+    score_lines,
+    scores,
+)
 from tests.conftest import REPO
 
 
@@ -74,6 +80,8 @@ def test_an_arch_without_full_data_students_gets_ior_and_ars_only(tmp_path):
     row = result["resnet18"]["teacher"]
     assert result["resnet18"]["full_hard_acc"] is None and "hlr" not in row and "lrs" not in row
     assert row["ior"] == pytest.approx(0.02) and row["ars"] == pytest.approx(0.284096, abs=1e-5)
+    teacher_line = next(line for line in score_lines(result) if line.startswith("resnet18") and "teacher" in line)
+    assert teacher_line.split()[2:] == ["+2.00", "–", "–", "0.2841", "±", "0.0000"]  # IOR, HLR, LRS, ARS
 
 
 def test_a_record_of_a_run_is_read_like_its_students_table(tmp_path):

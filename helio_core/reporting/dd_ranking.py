@@ -143,15 +143,21 @@ def mode_scores(result: dict, arch: str) -> dict[str, dict]:
     return {mode: row for mode, row in result[arch].items() if isinstance(row, dict)}
 
 
+def spread(row: dict, score: str, scale: float = 1.0, digits: int = 4) -> str:
+    """A score of a `mode_scores` row as mean ± std over seeds (times `scale`), or – where the row lacks it (no
+    full-data students for HLR and LRS, no students without augmentation for ARS)."""
+    if score not in row:
+        return "–"
+    return f"{scale * row[score]:.{digits}f} ± {scale * row[f'{score}_std']:.{digits}f}"
+
+
 def score_lines(result: dict) -> list[str]:
     """The scores as plain text, a line per (arch, label mode)."""
     lines = [f"DD-Ranking scores (w = {result['weight']}), IPC {result['ipc']}, {result['epochs']} epochs; "
-             "IOR and HLR in accuracy points", f"{'arch':<16}{'label mode':<12}{'IOR':>9}{'HLR':>9}"
-             f"{'LRS':>16}{'ARS':>16}"]  # fmt: skip
+             "IOR and HLR in accuracy points", f"{'arch':<16}{'label mode':<12}{'IOR':>9}{'HLR':>16}"
+             f"{'LRS':>18}{'ARS':>18}"]  # fmt: skip
     for arch in result["archs"]:
         for mode, row in mode_scores(result, arch).items():
-            hlr = f"{100 * row['hlr']:>9.2f}" if "hlr" in row else f"{'–':>9}"
-            lrs = f"{row['lrs']:>9.4f} ± {row['lrs_std']:.4f}" if "lrs" in row else f"{'–':>16}"
-            ars = f"{row['ars']:.4f} ± {row['ars_std']:.4f}" if "ars" in row else "–"
-            lines.append(f"{arch:<16}{mode:<12}{100 * row['ior']:>+9.2f}{hlr}{lrs}{ars:>16}")
+            scores = f"{spread(row, 'hlr', 100, 2):>16}{spread(row, 'lrs'):>18}{spread(row, 'ars'):>18}"
+            lines.append(f"{arch:<16}{mode:<12}{100 * row['ior']:>+9.2f}{scores}")
     return lines
