@@ -84,6 +84,17 @@ def test_an_arch_without_full_data_students_gets_ior_and_ars_only(tmp_path):
     assert teacher_line.split()[2:] == ["+2.00", "–", "–", "0.2841", "±", "0.0000"]  # IOR, HLR, LRS, ARS
 
 
+def test_an_arch_without_students_without_augmentation_gets_no_ars(tmp_path):
+    distilled = _table(tmp_path / "syn.json", {"hard": [0.60], "teacher": [0.80]})
+    random = _table(tmp_path / "random.json", {"hard": [0.55], "teacher": [0.78]})
+    full = _table(tmp_path / "full.json", {"hard": [0.93]})
+    plain = _table(tmp_path / "syn_plain.json", {"hard": [0.50], "teacher": [0.60]}, augmented=False)
+    random_plain = tmp_path / "random_plain.json"
+    random_plain.write_text(json.dumps({**json.loads(plain.read_text()), "archs": ["convnet3"]}))
+    row = scores(distilled, random, full, 0.5, plain, random_plain)["resnet18"]["teacher"]
+    assert "ars" not in row and row["lrs"] == pytest.approx(0.207852, abs=1e-5)
+
+
 def test_a_record_of_a_run_is_read_like_its_students_table(tmp_path):
     distilled = _table(tmp_path / "syn.json", {"hard": [0.6], "teacher": [0.8]})
     inner = json.loads(_table(tmp_path / "r.json", {"hard": [0.55], "teacher": [0.78]}).read_text())

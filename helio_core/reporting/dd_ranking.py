@@ -126,7 +126,11 @@ def scores(
                     label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")
                 ]
                 row |= _summary("hlr", hlr) | _summary("lrs", lrs)
-            if distilled_plain and random_plain:
+            if (
+                distilled_plain
+                and random_plain
+                and all(arch in tables[p]["archs"] for p in (distilled_plain, random_plain))
+            ):
                 plain = _improvements(tables, distilled_plain, random_plain, arch, mode)
                 ars = [augmentation_robust_score(a, p, weight) for a, p in _paired(ior, plain, f"{arch} {mode}: ARS")]
                 row |= _summary("ars", ars)
