@@ -148,11 +148,12 @@ def mode_scores(result: dict, arch: str) -> dict[str, dict]:
 
 
 def spread(row: dict, score: str, scale: float = 1.0, digits: int = 4) -> str:
-    """A score of a `mode_scores` row as mean ± std over seeds (times `scale`), or – where the row lacks it (no
-    full-data students for HLR and LRS, no students without augmentation for ARS)."""
+    """A score of a `mode_scores` row as mean ± std over seeds (times `scale`; the mean alone where a file has no
+    std), or – where the row lacks it (no full-data students for HLR and LRS, none without augmentation for ARS)."""
     if score not in row:
         return "–"
-    return f"{scale * row[score]:.{digits}f} ± {scale * row[f'{score}_std']:.{digits}f}"
+    std = f" ± {scale * row[f'{score}_std']:.{digits}f}" if f"{score}_std" in row else ""
+    return f"{scale * row[score]:.{digits}f}{std}"
 
 
 def score_lines(result: dict) -> list[str]:
