@@ -99,8 +99,9 @@ def scores(
     distilled_plain: Path | None = None, random_plain: Path | None = None,
 ) -> dict:  # fmt: skip
     """Per arch and label mode found in both `distilled` and `random`: IOR, HLR and LRS (mean and std over seeds;
-    with the two no-augmentation tables, ARS too). `full` holds the full-data students (mode `hard`); an arch it
-    lacks gets IOR and ARS only, its full-data accuracy None (HLR and LRS need that arch's full-data students)."""
+    with the two no-augmentation tables, ARS too, for the archs both hold). `full` holds the full-data students
+    (mode `hard`); an arch it lacks gets IOR and ARS only, its full-data accuracy None (HLR and LRS need that arch's
+    full-data students)."""
     if not 0 <= weight <= 1:
         raise HelioError(f"dd-ranking: the weight must lie in [0, 1], got {weight}")
     inputs = (distilled, random, full, distilled_plain, random_plain)
@@ -112,6 +113,8 @@ def scores(
         require_plain(tables[plain], plain)
     result = {"source": SOURCE, "weight": weight, "accuracy_unit": "fraction", "ipc": syn["ipc"],
               "epochs": syn["epochs"], "archs": [arch for arch in syn["archs"] if arch in rdm["archs"]]}  # fmt: skip
+    both_plain = distilled_plain is not None and random_plain is not None
+    plain_archs = set(tables[distilled_plain]["archs"]) & set(tables[random_plain]["archs"]) if both_plain else set()
     for arch in result["archs"]:
         result[arch], hlr = {"full_hard_acc": None}, None
         if arch in real["archs"]:
@@ -126,11 +129,7 @@ def scores(
                     label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")
                 ]
                 row |= _summary("hlr", hlr) | _summary("lrs", lrs)
-            if (
-                distilled_plain
-                and random_plain
-                and all(arch in tables[p]["archs"] for p in (distilled_plain, random_plain))
-            ):
+            if arch in plain_archs:
                 plain = _improvements(tables, distilled_plain, random_plain, arch, mode)
                 ars = [augmentation_robust_score(a, p, weight) for a, p in _paired(ior, plain, f"{arch} {mode}: ARS")]
                 row |= _summary("ars", ars)
