@@ -303,15 +303,12 @@ class FairParams(Section):
     train images (select.method random, refined as the distilled set is) under `random_label_modes`, paired seed by
     seed with the distilled set's, and DD-Ranking's weight w of its scores."""
 
-    random_label_modes: list[LabelMode]  # the same labellers as the distilled set's; no stored labels of their views
+    random_label_modes: list[LabelMode]  # the same labellers as the distilled set's (`stored`: of the arm's views)
     weight: Annotated[float, Field(ge=0, le=1)]  # LRS = norm(w * IOR - (1 - w) * HLR)
 
     @model_validator(mode="after")
     def _modes(self) -> FairParams:
         _distinct_entries("fair", self, ("random_label_modes",))
-        if "stored" in self.random_label_modes:
-            raise HelioError("fair.random_label_modes: `stored` is the teacher's labels written for the distilled "
-                             "set's views; use `teacher` on the random images")  # fmt: skip
         return self
 
 

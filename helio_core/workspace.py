@@ -142,13 +142,14 @@ class Workspace:
 
     # evaluate_students, evaluate_arch, evaluate_full_data, evaluate_continual
     def students(self) -> StudentOutputs:
-        """The students' table of this arm's images; only the distilled set's has a storage report and stored labels."""
+        """The students' table of this arm's images and its stored labels; only the distilled set's has a storage
+        report."""
         return StudentOutputs(
             metrics=self._arm_at("metrics", "students.json"),
             curves=self._arm_at("plots", "student_curves.csv"),
             accuracy_plot=self._arm_at("plots", "accuracy_vs_storage.png"),
             storage=None if self.arm else self._at("metrics", "storage.json"),
-            stored_labels=None if self.arm else self._at("artifacts", "stored_labels"),
+            stored_labels=self._arm_at("artifacts", "stored_labels"),
         )
 
     def plain_students(self) -> StudentOutputs:
@@ -158,7 +159,7 @@ class Workspace:
             curves=self._arm_at("plots", "plain_student_curves.csv"),
             accuracy_plot=self._arm_at("plots", "plain_accuracy_vs_storage.png"),
             storage=None,
-            stored_labels=None,
+            stored_labels=self._arm_at("artifacts", "plain_stored_labels"),
         )
 
     def cross_arch(self, arch: str) -> StudentOutputs:

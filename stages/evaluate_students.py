@@ -8,9 +8,10 @@ metrics/cross_arch/<arch>.json and plots/cross_arch/, without stored labels or a
 it is the full-data reference (experiments/fair/dvc.yaml): the same recipe on the whole train split, with
 the `full_data` section's archs, label modes, seeds, epochs and batch size -> metrics/full_data.json. On the
 `random` arm of the workspace (the same pipeline) it is the default recipe on the random baseline's refined images
-under fair.random_label_modes -> metrics/random/students.json. With `plain`, DD-Ranking's no-augmentation students
-for its ARS: the default recipe without crop, flip or CutMix under fair.random_label_modes, on the arm's images ->
-metrics/plain_students.json (metrics/random/plain_students.json).
+under fair.random_label_modes -> metrics/random/students.json and artifacts/random/stored_labels. With `plain`,
+DD-Ranking's no-augmentation students for its ARS: the default recipe without crop, flip or CutMix under
+fair.random_label_modes, on the arm's images -> metrics/plain_students.json and artifacts/plain_stored_labels
+(under metrics/random and artifacts/random on the random arm).
 
 Under torchrun the students are dealt out to the ranks (each trains whole students: they are independent, so
 the table does not depend on the number of processes); rank 0 stores the teacher's labels first and writes the

@@ -48,7 +48,6 @@ def test_override_in_yaml_syntax():
         ("cross_arch.lr={vgg16: 0.01}", "cross_arch.lr names 'vgg16', which is not one of cross_arch.archs"),
         ("cross_arch.lr={swin_v2_t: fast}", "cross_arch.lr.swin_v2_t must be a number, got 'fast'"),
         ("cross_arch.lr=0.01", "cross_arch.lr must be a mapping of a string to a number, got 0.01"),
-        ("fair.random_label_modes=[teacher, stored]", "fair.random_label_modes: `stored` is the teacher's labels"),
         ("fair.random_label_modes=[hard, hard]", "fair.random_label_modes lists an entry twice"),
         ("fair.weight=1.5", "fair.weight must be <= 1.0, got 1.5"),
     ],

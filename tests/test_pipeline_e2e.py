@@ -179,7 +179,9 @@ def _fair_pipeline(root: Path) -> None:
     assert [random[key] for key in ("ipc", "epochs", "student_seeds", "label_files_sha256")] == [
         distilled[key] for key in ("ipc", "epochs", "student_seeds", "label_files_sha256")
     ]  # the same recipe and the same label files as the distilled set's students
-    assert sorted(random["resnet18"]) == ["hard", "label_net", "projector", "teacher"]
+    assert sorted(random["resnet18"]) == ["hard", "label_net", "projector", "stored", "teacher"]
+    stored = sorted(path.name for path in (root / "artifacts/random/stored_labels").iterdir())
+    assert stored == [f"seed_{seed}.safetensors" for seed in random["student_seeds"]]  # the arm's own views
     scores = json.loads((root / "metrics/dd_ranking.json").read_text())
     assert sorted(mode for mode in scores["resnet18"] if mode != "full_hard_acc") == sorted(random["resnet18"])
     for mode, row in ((mode, scores["resnet18"][mode]) for mode in random["resnet18"]):

@@ -38,7 +38,11 @@ def test_the_random_arm_has_its_own_images_and_students_and_shares_the_labellers
     assert (arm.students().metrics, arm.refine_metrics) == (
         Path("metrics/random/students.json"), Path("metrics/random/refine.json")
     )  # fmt: skip
-    assert arm.students().stored_labels is None and arm.students().storage is None
+    assert arm.students().storage is None and default.students().storage == Path("metrics/storage.json")
+    assert [outputs.stored_labels for outputs in (arm.students(), arm.plain_students(), default.plain_students())] == [
+        Path("artifacts/random/stored_labels"), Path("artifacts/random/plain_stored_labels"),
+        Path("artifacts/plain_stored_labels"),
+    ]  # fmt: skip
     assert (default.plain_students().metrics, arm.plain_students().metrics) == (
         Path("metrics/plain_students.json"), Path("metrics/random/plain_students.json")
     )  # fmt: skip
