@@ -95,6 +95,17 @@ def test_an_arch_without_students_without_augmentation_gets_no_ars(tmp_path):
     assert "ars" not in row and row["lrs"] == pytest.approx(0.207852, abs=1e-5)
 
 
+def test_a_label_mode_without_students_without_augmentation_gets_no_ars(tmp_path):
+    distilled = _table(tmp_path / "syn.json", {"hard": [0.60], "teacher": [0.80]})
+    random = _table(tmp_path / "random.json", {"hard": [0.55], "teacher": [0.78]})
+    full = _table(tmp_path / "full.json", {"hard": [0.93]})
+    plain = _table(tmp_path / "syn_plain.json", {"hard": [0.50]}, augmented=False)
+    random_plain = _table(tmp_path / "random_plain.json", {"hard": [0.45], "teacher": [0.70]}, augmented=False)
+    result = scores(distilled, random, full, 0.5, plain, random_plain)["resnet18"]
+    assert "ars" not in result["teacher"] and result["teacher"]["lrs"] == pytest.approx(0.207852, abs=1e-5)
+    assert result["hard"]["ars"] == pytest.approx(augmentation_robust_score(0.60 - 0.55, 0.50 - 0.45), abs=1e-5)
+
+
 def test_a_record_of_a_run_is_read_like_its_students_table(tmp_path):
     distilled = _table(tmp_path / "syn.json", {"hard": [0.6], "teacher": [0.8]})
     inner = json.loads(_table(tmp_path / "r.json", {"hard": [0.55], "teacher": [0.78]}).read_text())

@@ -99,7 +99,7 @@ def scores(
     distilled_plain: Path | None = None, random_plain: Path | None = None,
 ) -> dict:  # fmt: skip
     """Per arch and label mode found in both `distilled` and `random`: IOR, HLR and LRS (mean and std over seeds;
-    with the two no-augmentation tables, ARS too, for the archs both hold). `full` holds the full-data students
+    with the two no-augmentation tables, ARS too, for the archs and label modes both hold). `full` holds the full-data students
     (mode `hard`); an arch it lacks gets IOR and ARS only, its full-data accuracy None (HLR and LRS need that arch's
     full-data students)."""
     if not 0 <= weight <= 1:
@@ -114,7 +114,7 @@ def scores(
     result = {"source": SOURCE, "weight": weight, "accuracy_unit": "fraction", "ipc": syn["ipc"],
               "epochs": syn["epochs"], "archs": [arch for arch in syn["archs"] if arch in rdm["archs"]]}  # fmt: skip
     both_plain = distilled_plain is not None and random_plain is not None
-    plain_archs = set(tables[distilled_plain]["archs"]) & set(tables[random_plain]["archs"]) if both_plain else set()
+    plain_runs = _runs_of(tables[distilled_plain]) & _runs_of(tables[random_plain]) if both_plain else set()
     for arch in result["archs"]:
         result[arch], hlr = {"full_hard_acc": None}, None
         if arch in real["archs"]:
@@ -129,12 +129,18 @@ def scores(
                     label_robust_score(i, h, weight) for i, h in _paired(ior, hlr, f"{arch} {mode}: IOR against HLR")
                 ]
                 row |= _summary("hlr", hlr) | _summary("lrs", lrs)
-            if arch in plain_archs:
+            if (arch, mode) in plain_runs:
                 plain = _improvements(tables, distilled_plain, random_plain, arch, mode)
                 ars = [augmentation_robust_score(a, p, weight) for a, p in _paired(ior, plain, f"{arch} {mode}: ARS")]
                 row |= _summary("ars", ars)
             result[arch][mode] = row
     return result
+
+
+def _runs_of(metrics: dict) -> set[tuple[str, str]]:
+    """The (arch, label mode) pairs a students' table holds."""
+    rows = {arch: metrics.get(arch, {}) for arch in metrics["archs"]}
+    return {(arch, mode) for arch, modes in rows.items() for mode, row in modes.items() if isinstance(row, dict)}
 
 
 def _summary(name: str, values: list[float]) -> dict:
