@@ -5,7 +5,8 @@
 # lacks, installed below into /tmp/site, and Fashion-MNIST). Parts run in priority order, each under its own limit,
 # each writing its log (and the default run's metrics) into OUT_DIR as it finishes, so a call cut short keeps what
 # finished; all of them fit in 8 minutes. PART names the parts to run, by default environment default shared_gpu
-# precision student_labels tests; quick, fit_projector_cache, projector_throughput and student_archs run when named.
+# precision student_labels tests; full_data (after default, in its work folder: the full-data reference's hard-label
+# rows), quick, fit_projector_cache, projector_throughput and student_archs run when named.
 # The default part runs the default params stage by stage on CUDA (the wall seconds of each): the pipeline's
 # stages in dvc.yaml's order, so a new stage is never left out. shared_gpu trains the default run's students again
 # as four processes on GPU 0 (runtime.ranks_per_gpu=4): its seconds against the default part's evaluate-students.
@@ -56,6 +57,16 @@ if [ "${1:-}" = --shared-gpu ]; then  # --shared-gpu LOG_DIR: the default part's
   exit 0
 fi
 
+if [ "${1:-}" = --full-data ]; then  # --full-data LOG_DIR: the full-data reference's hard-label rows, every arch of
+  # full_data.archs, on the default part's prepared splits (this CPU needs hours per row; HLR and LRS need them)
+  cd /tmp/helio-device-default 2>/dev/null || { echo "full_data: no /tmp/helio-device-default: run the default part first"; exit 1; }
+  start=$SECONDS
+  python -m helio_app evaluate-students --full-data -S 'full_data.label_modes=[hard]' | tail -n 12 || exit 1
+  echo "full_data evaluate-students --full-data: $((SECONDS - start)) s"
+  cp metrics/full_data.json "$2/full_data.json"
+  exit 0
+fi
+
 if [ -d .device/wheels ] && [ ! -d /tmp/site ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
 fi
@@ -90,6 +101,7 @@ part shared_gpu 75 bash "$0" --shared-gpu "$logs"
 part precision 40 python bench/precision.py --device cuda --profile 8
 part student_labels 40 python bench/student_labels.py --device cuda
 part tests 45 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_runtime.py tests/test_student.py
+part full_data 240 bash "$0" --full-data "$logs"
 part quick 60 bash "$0" --pipeline quick presets/quick.yaml "$logs" ""
 part fit_projector_cache 45 python bench/fit_projector_cache.py --device cuda
 part projector_throughput 45 python bench/projector_throughput.py --device cuda
