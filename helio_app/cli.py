@@ -136,11 +136,17 @@ def report(
 @app.command()
 def record(
     name: Annotated[str, typer.Argument(help="the record's name: results/<name>.json")],
-    command: Annotated[str, typer.Option(help="the command that made this workspace's metrics")],
+    command: Annotated[str, typer.Option(help="the command that made the metrics")],
     note: Annotated[str, typer.Option(help="what the run is for")] = "",
+    students: Annotated[
+        Path | None, typer.Option(help="record only this students' table, e.g. metrics/full_data.json")
+    ] = None,
+    merge: Annotated[bool, typer.Option(help="add --students' rows to the existing record <name>")] = False,
 ) -> None:
     """Keep this workspace's metrics files as results/<name>.json, with the command, date and commit (e.g. after
-    `dvc exp apply`), so that the docs' tables can be generated from them."""
-    from helio_app.report import record_run
+    `dvc exp apply`), so that the docs' tables can be generated from them. A record is never overwritten; with
+    --merge, rows it lacks (another student, say) are added from a table of the same images, splits, recipe and
+    seeds, the merge keeping its own command, date and commit."""
+    from helio_app.records import record_run
 
-    record_run(name, command, note)
+    record_run(name, command, note, students, merge)

@@ -7,21 +7,20 @@ A table is a block of a Markdown file between two markers; the first names what 
     <!-- end table -->
 
 Sources are the metrics files DVC tracks (the default run's, the experiment pipelines') and records in results/:
-one JSON file per measured variant, written by `helio record` from a run's metrics files with the command, date
-and commit that made them. `helio report --check` says which block is out of date (the test suite runs it).
+one JSON file per measured variant, written by `helio record` (helio_app/records.py) from a run's metrics files
+with the command, date and commit that made them. `helio report --check` says which block is out of date (the test
+suite runs it).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 import re
 import statistics
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from helio_app.records import read
 from helio_app.stage import fail
 from helio_core.errors import HelioError
 from helio_core.params import load_params
@@ -29,33 +28,7 @@ from helio_core.reporting.dd_ranking import mode_scores, require_like, scores, s
 from helio_core.reporting.figures import MODE_NAMES
 
 BLOCK = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
-METRICS = ("students", "projector", "label_net", "storage", "teachers", "refine")
 MODES = ("projector", "label_net", "teacher", "teacher_int8", "teacher_int4", "stored", "hard", "teachers")
-
-
-def read(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise HelioError(f"{path}: cannot read it as JSON ({error})") from None
-
-
-def provenance() -> dict[str, str]:
-    """Today's date and the checkout's commit: what a record of a measurement carries."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {"date": datetime.date.today().isoformat(), "commit": commit or "unknown"}
-
-
-def record(name: str, command: str, note: str, metrics: Path, results: Path) -> Path:
-    """results/<name>.json: this workspace's metrics files with the command, date and commit that made them."""
-    present = {kind: read(str(metrics / f"{kind}.json")) for kind in METRICS if (metrics / f"{kind}.json").is_file()}
-    if "students" not in present:
-        raise HelioError(f"{metrics / 'students.json'}: not found; record a run that evaluated students")
-    entry = {"name": name, "command": command, "note": note, **provenance(), "metrics": present}
-    results.mkdir(exist_ok=True)
-    target = results / f"{name}.json"
-    target.write_text(json.dumps(entry, indent=2) + "\n")
-    return target
 
 
 def percent(row: dict, key: str = "acc") -> str:
@@ -602,11 +575,3 @@ def publish(documents: list[Path] | None, check: bool) -> int:
     for line in stale:
         print(f"{'out of date' if check else 'regenerated'}: {line}")
     return 1 if check and stale else 0
-
-
-def record_run(name: str, command: str, note: str) -> None:
-    """`helio record`: results/<name>.json from this workspace's metrics."""
-    try:
-        print(f"wrote {record(name, command, note, Path('metrics'), Path('results'))}")
-    except HelioError as error:
-        fail(error)

@@ -237,19 +237,6 @@ def test_unknown_table_or_unreadable_source_is_one_line(tmp_path):
         render("students nothing.json", tmp_path)
 
 
-def test_record_keeps_the_metrics_with_command_date_and_commit(workdir):
-    (workdir / "metrics").mkdir()
-    runner = CliRunner()
-    refused = runner.invoke(app, ["record", "ipc-1", "--command", "dvc exp run -S select.ipc=1"])
-    assert refused.exit_code == 2 and "metrics/students.json: not found" in refused.output
-    (workdir / "metrics" / "students.json").write_text(json.dumps(STUDENTS))
-    result = runner.invoke(app, ["record", "ipc-1", "--command", "dvc exp run -S select.ipc=1", "--note", "IPC 1"])
-    assert result.exit_code == 0, result.output
-    kept = json.loads((workdir / "results" / "ipc-1.json").read_text())
-    assert kept["metrics"]["students"] == STUDENTS and kept["command"] == "dvc exp run -S select.ipc=1"
-    assert kept["note"] == "IPC 1" and kept["date"] and kept["commit"]
-
-
 def test_the_committed_docs_tables_are_generated_from_the_committed_files(monkeypatch):
     monkeypatch.chdir(REPO)
     result = CliRunner().invoke(app, ["report", "--check"])
