@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn.utils import parametrize
 
-from helio_app.report import provenance
+from helio_app.records import provenance
 from helio_app.stage import fail
 from helio_core import artifacts, runtime
 from helio_core.data.views import ViewPlan
