@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import replace
 
 import torch
 
 from helio_core import artifacts
-from helio_core.data.splits import ImageSet, load_split
+from helio_core.data.splits import ImageSet
 from helio_core.data.views import ViewPlan
 from helio_core.errors import HelioError
 from helio_core.params import Params
@@ -65,10 +64,7 @@ def run(
         raise HelioError("student.label_modes lists `stored` but these students have no stored-label folder")
     modes = config.label_modes
     batchnorm = config.teacher_batchnorm
-    inputs = load_student_inputs(workspace, runtime, batchnorm, "teachers" in modes, "label_net" in modes)
-    if full_data:
-        train, _ = load_split(workspace.split("train"), inputs.distilled.classes)
-        inputs = replace(inputs, distilled=train)
+    inputs = load_student_inputs(workspace, runtime, batchnorm, "teachers" in modes, "label_net" in modes, full_data)
     inputs = with_quantised_teachers(inputs, modes)
     distilled, val = inputs.distilled, inputs.val
     curve = torch.randperm(len(val.labels), generator=torch.Generator().manual_seed(params.seed))[: config.curve_images]
@@ -180,7 +176,7 @@ def _write_table(
     plot, and the storage report where the outputs have one."""
     config = params.student
     extra = {
-        "projector": workspace.projector.stat().st_size,
+        "projector": workspace.projector.stat().st_size if inputs.projector is not None else 0,
         "label_net": workspace.label_net.stat().st_size if inputs.label_net is not None else 0,
         "teacher": inputs.teacher_file.stat().st_size,
         "teachers": sum(file.stat().st_size for file in inputs.weak_teacher_files),
@@ -189,8 +185,7 @@ def _write_table(
         **{mode: size for mode, (_, size) in inputs.quantised_teachers.items()},
     }
     full_data = outputs == workspace.full_data()
-    refined = sorted((workspace.refined / "images").glob("*.png"))
-    train_files = sorted(workspace.split("train").iterdir()) if full_data else refined
+    train_files = sorted(workspace.split("train").iterdir() if full_data else workspace.refined.glob("images/*.png"))
     images_bytes = storage.files_bytes(train_files)  # full data: the train split's shards and index
     table = summarise(runs, extra)
     metrics = {
@@ -218,7 +213,8 @@ def _write_table(
 def label_files_sha256(workspace: Workspace, inputs: StudentInputs) -> dict[str, str]:
     """Which projector and label network these students learned from, so that a later measurement of those files
     (`helio fidelity`) joins these accuracies only to the same files, not to a refit in the same workspace."""
-    files = {"projector": workspace.projector, "label_net": workspace.label_net if inputs.label_net else None}
+    files = {"projector": workspace.projector if inputs.projector else None,
+             "label_net": workspace.label_net if inputs.label_net else None}  # fmt: skip
     return {name: artifacts.sha256_file(file) for name, file in files.items() if file is not None and file.exists()}
 
 

@@ -160,12 +160,16 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
         "projector" in students.output
         and f"{table['resnet18']['projector']['extra_storage_bytes']:,}" in students.output
     )
-    # the full-data reference: the same recipe on the whole train split, its own table beside the default one
+    # the full-data reference: the same recipe on the whole train split, its own table beside the default one,
+    # from its stage's deps alone (experiments/fair/dvc.yaml: the data and the teachers)
+    for output in ("distilled", "projector", "refined", "label_net"):
+        shutil.rmtree(workdir / "artifacts" / output, ignore_errors=True)
     full = CliRunner().invoke(app, ["evaluate-students", "-p", quick, "--full-data"])
     assert full.exit_code == 0, full.output
     reference = json.loads((workdir / "metrics/full_data.json").read_text())
     assert reference["ipc"] is None and reference["train_images"] == 224 and reference["epochs"] == 1
     assert set(reference["resnet18"]) == {"hard", "teacher"} and "the whole train split (224 images)" in full.output
+    assert reference["label_files_sha256"] == {}  # it learned from no projector or label network
     train_files = (workdir / "artifacts/data/train").iterdir()
     assert reference["images_bytes"] == sum(path.stat().st_size for path in train_files)
     assert json.loads((workdir / "metrics/students.json").read_text()) == table

@@ -115,7 +115,7 @@ class StudentInputs:
     """What students are trained and scored with: the refined images, the label networks on the runtime's device
     (frozen), and the splits and normalisation of the data set."""
 
-    distilled: ImageSet  # the refined images the students train on
+    distilled: ImageSet  # the refined images the students train on (the full-data reference: the train split)
     classes_sha256: str
     mean: list[float]
     std: list[float]
@@ -123,7 +123,7 @@ class StudentInputs:
     test: ImageSet
     teacher: nn.Module
     teacher_file: Path
-    projector: nn.Module
+    projector: nn.Module | None  # None for the full-data reference, which reads nothing of the distilled set
     weak_teachers: WeakTeachers | None = None
     weak_teacher_files: list[Path] = field(default_factory=list)
     label_net: nn.Module | None = None
@@ -151,26 +151,32 @@ def with_quantised_teachers(inputs: StudentInputs, modes: list[str]) -> StudentI
 
 
 def load_student_inputs(
-    workspace: Workspace, runtime: Runtime, batchnorm: str, weak_teachers: bool = False, label_net: bool = False
-) -> StudentInputs:
+    workspace: Workspace, runtime: Runtime, batchnorm: str, weak_teachers: bool = False, label_net: bool = False,
+    full_data: bool = False,
+) -> StudentInputs:  # fmt: skip
     """Read and check (one class list throughout) what the students' stages share; with `weak_teachers`, also the
     teachers the projector was fit to (label mode `teachers`), with `label_net` the label network (label mode
     `label_net`). `batchnorm` is how the teachers normalise the views they label (their checkpoints' statistics,
-    or each batch's own)."""
+    or each batch's own). With `full_data` the students train on the whole train split and nothing of the
+    distilled set is read (no refined images, no projector), so its stage depends only on the data and teachers."""
+    if full_data and (weak_teachers or label_net):
+        raise HelioError("the full-data reference labels with the teacher or hard labels only")
     classes, class_hash = load_classes(workspace.classes)
-    _, train_meta = load_split(workspace.split("train"), classes)
+    train, train_meta = load_split(workspace.split("train"), classes)
     val, _ = load_split(workspace.split("val"), classes)
     test, _ = load_split(workspace.split("test"), classes)
-    images, labels = load_distilled(workspace.refined, class_hash)
-    distilled_images, distilled_labels = load_distilled(workspace.projector_images, class_hash)
     teacher_file = workspace.last_teacher()
     teacher, _ = load_teacher(teacher_file, class_hash, runtime.device, batchnorm)
+    inputs = StudentInputs(
+        train, class_hash, train_meta["mean"], train_meta["std"], val, test, teacher, teacher_file, None
+    )  # fmt: skip
+    if full_data:
+        return inputs
+    images, labels = load_distilled(workspace.refined, class_hash)
+    distilled_images, distilled_labels = load_distilled(workspace.projector_images, class_hash)
     projector, metadata = load_projector(workspace.projector, distilled_images, distilled_labels, class_hash)
     projector.requires_grad_(False).eval().to(runtime.device)  # frozen: adapted weights computed once (cached)
-    inputs = StudentInputs(
-        ImageSet(images, labels, classes), class_hash, train_meta["mean"], train_meta["std"], val, test, teacher,
-        teacher_file, projector,
-    )  # fmt: skip
+    inputs = replace(inputs, distilled=ImageSet(images, labels, classes), projector=projector)
     if label_net:
         network = load_label_net(workspace.label_net, class_hash)[0].requires_grad_(False)
         inputs = replace(inputs, label_net=network.to(runtime.device, memory_format=torch.channels_last))
