@@ -198,3 +198,8 @@ def _fair_pipeline(root: Path) -> None:
     full = json.loads((root / "metrics/full_data.json").read_text())
     assert scores["resnet18"]["full_hard_acc"] == pytest.approx(full["resnet18"]["hard"]["acc"], abs=1e-5)
     assert "Running stage" not in _run(root, sys.executable, "-m", "dvc", "repro", "experiments/fair/dvc.yaml")
+    shown = subprocess.run(  # DVC's metrics, so `dvc exp show` has a column per score
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=root, capture_output=True, text=True, check=True
+    )
+    dvc_scores = json.loads(shown.stdout)[""]["data"]["metrics/dd_ranking.json"]["data"]
+    assert dvc_scores["resnet18"]["projector"]["lrs"] == scores["resnet18"]["projector"]["lrs"]

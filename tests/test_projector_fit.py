@@ -164,7 +164,8 @@ def test_refine_and_evaluate_students_through_the_cli(fitted, workdir):
     # from its stage's deps alone (experiments/fair/dvc.yaml: the data and the teachers)
     for output in ("distilled", "projector", "refined", "label_net"):
         shutil.rmtree(workdir / "artifacts" / output, ignore_errors=True)
-    full = CliRunner().invoke(app, ["evaluate-students", "-p", quick, "--full-data"])
+    both_modes = ["-S", "full_data.label_modes=[hard, teacher]"]
+    full = CliRunner().invoke(app, ["evaluate-students", "-p", quick, "--full-data", *both_modes])
     assert full.exit_code == 0, full.output
     reference = json.loads((workdir / "metrics/full_data.json").read_text())
     assert reference["ipc"] is None and reference["train_images"] == 224 and reference["epochs"] == 1

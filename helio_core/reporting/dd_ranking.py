@@ -99,9 +99,9 @@ def scores(
     distilled_plain: Path | None = None, random_plain: Path | None = None,
 ) -> dict:  # fmt: skip
     """Per arch and label mode found in both `distilled` and `random`: IOR, HLR and LRS (mean and std over seeds;
-    with the two no-augmentation tables, ARS too, for the archs and label modes both hold). `full` holds the full-data students
-    (mode `hard`); an arch it lacks gets IOR and ARS only, its full-data accuracy None (HLR and LRS need that arch's
-    full-data students)."""
+    with the two no-augmentation tables, ARS too, for the archs and label modes both hold). `full` holds the
+    full-data students (mode `hard`); an arch it lacks gets IOR and ARS only, its full-data accuracy None (HLR and
+    LRS need that arch's full-data students)."""
     if not 0 <= weight <= 1:
         raise HelioError(f"dd-ranking: the weight must lie in [0, 1], got {weight}")
     inputs = (distilled, random, full, distilled_plain, random_plain)
