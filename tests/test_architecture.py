@@ -6,6 +6,7 @@
   file that command can load: the entry point's and stage commands' module-level imports and the whole import
   closure of the stage's module (imports inside functions count too). A missing one would let `dvc repro` keep a
   result the code no longer makes.
+- Every metrics file a pipeline declares is committed, so that `dvc metrics show` in a fresh clone loads them all.
 """
 
 from __future__ import annotations
@@ -164,6 +165,20 @@ def missing_deps(dvcfile: str, stage: dict, root: Path = REPO) -> list[str]:
 @pytest.mark.parametrize(("dvcfile", "name", "stage"), _dvc_stages(), ids=lambda v: v if isinstance(v, str) else "")
 def test_dvc_deps_cover_every_file_the_stage_loads(dvcfile, name, stage):
     assert missing_deps(dvcfile, stage) == [], f"{dvcfile}:{name} misses deps"
+
+
+def test_every_declared_metrics_file_is_committed():
+    """Metrics are git's, not the DVC cache's: one a clone lacks (a pipeline whose default run is not committed)
+    makes its `dvc metrics show` and `dvc exp show` report that they failed to load some metrics."""
+    declared = {
+        ((REPO / dvcfile).parent / stage.get("wdir", ".") / path).resolve().relative_to(REPO.resolve()).as_posix()
+        for dvcfile, _, stage in _dvc_stages()
+        for entry in stage.get("metrics", [])
+        for path in ([entry] if isinstance(entry, str) else entry)
+    }
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "metrics/dd_ranking.json" in declared  # the fair pipeline's scores: a `dvc exp show` column each
+    assert sorted(declared - set(tracked.splitlines())) == []
 
 
 def test_every_helio_stage_is_a_dvc_stage():
