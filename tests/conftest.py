@@ -64,10 +64,11 @@ def workdir(tmp_path, monkeypatch):
 
 
 def copy_project(target: Path) -> Path:
-    """The pipeline's files (no outputs) copied into a fresh folder `target`, with the quick preset as params.yaml."""
+    """The pipeline's files (no outputs, no dvc.lock: this repository's runs are not the copy's) copied into a fresh
+    folder `target`, with the quick preset as params.yaml."""
     target.mkdir()
     for name in ("helio_core", "helio_app", "stages", "experiments"):
-        shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__", "dvc.lock"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, target / name)
     shutil.copy(REPO / "presets" / "quick.yaml", target / "params.yaml")
