@@ -151,12 +151,16 @@ def _dvc_stages() -> list[tuple[str, str, dict]]:
     ]
 
 
+def _stage_path(dvcfile: str, stage: dict, path: str, root: Path = REPO) -> Path:
+    """A path a stage names (dep, out, metric), relative to the repository root: stages resolve it in their wdir."""
+    return ((root / dvcfile).parent / stage.get("wdir", ".") / path).resolve().relative_to(root.resolve())
+
+
 def missing_deps(dvcfile: str, stage: dict, root: Path = REPO) -> list[str]:
     """The files the stage's command loads that its deps do not cover (a dep covers itself and what is under it)."""
     program, command, *_ = shlex.split(stage["cmd"])
     assert program == "helio" and command in STAGES, f"{dvcfile}: {stage['cmd']!r} is not `helio <stage>`"
-    base = (root / dvcfile).parent / stage.get("wdir", ".")
-    deps = [(base / dep).resolve().relative_to(root.resolve()) for dep in stage["deps"]]
+    deps = [_stage_path(dvcfile, stage, dep, root) for dep in stage["deps"]]
     return sorted(
         str(path) for path in stage_files(command) if not any(path == dep or dep in path.parents for dep in deps)
     )
@@ -171,7 +175,7 @@ def test_every_declared_metrics_file_is_committed():
     """Metrics are git's, not the DVC cache's: one a clone lacks (a pipeline whose default run is not committed)
     makes its `dvc metrics show` and `dvc exp show` report that they failed to load some metrics."""
     declared = {
-        ((REPO / dvcfile).parent / stage.get("wdir", ".") / path).resolve().relative_to(REPO.resolve()).as_posix()
+        _stage_path(dvcfile, stage, path).as_posix()
         for dvcfile, _, stage in _dvc_stages()
         for entry in stage.get("metrics", [])
         for path in ([entry] if isinstance(entry, str) else entry)

@@ -32,9 +32,9 @@ def _dvc_metrics(cwd: Path) -> dict:
     return json.loads(shown.stdout)[""]["data"]
 
 
-def _unloadable_metrics(cwd: Path) -> set[str]:
-    """The declared metrics files `dvc metrics show` cannot load here (it then says it "failed to load some")."""
-    return {path for path, entry in _dvc_metrics(cwd).items() if "error" in entry}
+def _unloadable(metrics: dict) -> set[str]:
+    """The declared metrics files `dvc metrics show` could not load (it then says it "failed to load some")."""
+    return {path for path, entry in metrics.items() if "error" in entry}
 
 
 def _labels(where: Path, images: list[str]) -> dict:
@@ -72,9 +72,9 @@ def test_a_clone_pulls_the_outputs_and_has_nothing_to_rerun(pipeline, tmp_path):
     clone = tmp_path / "clone"
     _run(tmp_path, "git", "clone", "-q", str(root), str(clone))
     assert not (clone / "artifacts/projector").exists()
-    metrics = _run(clone, sys.executable, "-m", "dvc", "metrics", "show")
+    metrics = _dvc_metrics(clone)
     assert "metrics/students.json" in metrics
-    assert _unloadable_metrics(clone) == {"metrics/dd_ranking.json"}  # only the fair pipeline's: it has not run
+    assert _unloadable(metrics) == {"metrics/dd_ranking.json"}  # only the fair pipeline's: it has not run
     _run(clone, sys.executable, "-m", "dvc", "pull")
     assert "Data and pipelines are up to date" in _run(clone, sys.executable, "-m", "dvc", "status", "dvc.yaml")
     assert "Running stage" not in _run(clone, sys.executable, "-m", "dvc", "repro")
@@ -90,7 +90,7 @@ def test_dvc_repro_runs_the_stages_and_reruns_only_what_changed(pipeline):
     # the experiments' pipelines have not run: their files must not make the plots fail to load, and of the metrics
     # only the fair pipeline's scores are missing (the repository commits its default run's: test_architecture.py)
     assert "failed to load" not in _run(root, sys.executable, "-m", "dvc", "plots", "show")
-    assert _unloadable_metrics(root) == {"metrics/dd_ranking.json"}
+    assert _unloadable(_dvc_metrics(root)) == {"metrics/dd_ranking.json"}
 
     pngs = sorted((root / "artifacts/distilled/images").glob("*.png"))
     assert len(pngs) == 4 * 2  # 4 classes x IPC 2
@@ -213,6 +213,7 @@ def _fair_pipeline(root: Path) -> None:
     full = json.loads((root / "metrics/full_data.json").read_text())
     assert scores["resnet18"]["full_hard_acc"] == pytest.approx(full["resnet18"]["hard"]["acc"], abs=1e-5)
     assert "Running stage" not in _run(root, sys.executable, "-m", "dvc", "repro", "experiments/fair/dvc.yaml")
-    assert _unloadable_metrics(root) == set()
-    dvc_scores = _dvc_metrics(root)["metrics/dd_ranking.json"]["data"]  # DVC's: a `dvc exp show` column per score
+    metrics = _dvc_metrics(root)
+    assert _unloadable(metrics) == set()
+    dvc_scores = metrics["metrics/dd_ranking.json"]["data"]  # DVC's: a `dvc exp show` column per score
     assert dvc_scores["resnet18"]["projector"]["lrs"] == scores["resnet18"]["projector"]["lrs"]
