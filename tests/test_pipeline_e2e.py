@@ -17,18 +17,21 @@ STAGES = (
 )  # fmt: skip
 
 
-def _run(cwd: Path, *command: str) -> str:
+def _completed(cwd: Path, *command: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _run(cwd: Path, *command: str) -> str:
+    result = _completed(cwd, *command)
     return result.stdout + result.stderr
 
 
 def _dvc_metrics(cwd: Path) -> dict:
     """`dvc metrics show` of the workspace: per declared metrics file, its "data" or the "error" loading it."""
-    shown = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=cwd, capture_output=True, text=True, check=True
-    )
+    shown = _completed(cwd, sys.executable, "-m", "dvc", "metrics", "show", "--json")
     return json.loads(shown.stdout)[""]["data"]
 
 
