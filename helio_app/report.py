@@ -117,23 +117,25 @@ def records_table(*paths: str) -> list[str]:
 
 
 def cross_arch_table(*paths: str) -> list[str]:
-    """Table 2: per architecture, the projector's and the teacher's students and their difference."""
+    """Table 2: per architecture of each file (a cross-arch stage's metrics or a record of several), the projector's
+    and the teacher's students and their difference."""
     header = (
         "| student | projector test % | val % | full teacher test % | val % | projector − teacher (val) | s/student |"
     )
     lines = [header]
     lines.append("|---|---|---|---|---|---|---|")
-    for path in paths:
-        metrics = read(path)
-        arch = metrics["archs"][0]
-        projector, teacher = metrics[arch]["projector"], metrics[arch]["teacher"]
-        difference = 100 * (projector["acc"] - teacher["acc"])
-        val_difference = 100 * (projector["val_acc"] - teacher["val_acc"])
-        seconds = f"{projector['seconds_per_student']:.0f} / {teacher['seconds_per_student']:.0f}"
-        lines.append(
-            f"| {arch} | {percent(projector)} | {100 * projector['val_acc']:.2f} | {percent(teacher)} "
-            f"| {100 * teacher['val_acc']:.2f} | {difference:+.2f} ({val_difference:+.2f}) | {seconds} |"
-        )
+    tables = [students_of(read(path)) for path in paths]
+    for path, metrics in zip(paths, tables, strict=True):
+        require_like(metrics, path, tables[0], paths[0])
+        for arch in metrics["archs"]:
+            projector, teacher = metrics[arch]["projector"], metrics[arch]["teacher"]
+            difference = 100 * (projector["acc"] - teacher["acc"])
+            val_difference = 100 * (projector["val_acc"] - teacher["val_acc"])
+            seconds = f"{projector['seconds_per_student']:.0f} / {teacher['seconds_per_student']:.0f}"
+            lines.append(
+                f"| {arch} | {percent(projector)} | {100 * projector['val_acc']:.2f} | {percent(teacher)} "
+                f"| {100 * teacher['val_acc']:.2f} | {difference:+.2f} ({val_difference:+.2f}) | {seconds} |"
+            )
     return lines
 
 

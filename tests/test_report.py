@@ -92,6 +92,23 @@ def test_paired_seeds_tells_two_label_files_of_one_size_apart_by_their_recorded_
     assert [row.split(" | ")[6] for row in table[2:]] == ["4", "2"]
 
 
+def test_a_cross_arch_table_has_a_row_per_arch_of_stage_metrics_and_of_records(tmp_path):
+    teacher = {**ROW, "acc": 0.7644, "val_acc": 0.7511, "seconds_per_student": 41.0}
+    stage = {**STUDENTS, "resnet18": {"projector": ROW, "teacher": teacher}}
+    (tmp_path / "resnet18.json").write_text(json.dumps(stage))
+    swin = {"projector": {**ROW, "acc": 0.7, "acc_std": 0.01}, "teacher": teacher}
+    both = {**stage, "archs": ["resnet18", "swin_v2_t"], "swin_v2_t": swin}
+    record = {"name": "xarch", "metrics": {"students": both}}
+    (tmp_path / "xarch.json").write_text(json.dumps(record))
+    table = render("cross_arch resnet18.json xarch.json", tmp_path).splitlines()
+    assert table[2] == "| resnet18 | 75.44 ± 0.35 | 76.11 | 76.44 ± 0.35 | 75.11 | -1.00 (+1.00) | 40 / 41 |"
+    assert table[3] == table[2] and len(table) == 5
+    assert table[4] == "| swin_v2_t | 70.00 ± 1.00 | 76.11 | 76.44 ± 0.35 | 75.11 | -6.44 (+1.00) | 40 / 41 |"
+    (tmp_path / "longer.json").write_text(json.dumps({**stage, "epochs": 300}))
+    with pytest.raises(HelioError, match="longer.json: IPC/epochs 10/300"):
+        render("cross_arch resnet18.json longer.json", tmp_path)
+
+
 def test_a_selection_table_puts_each_label_mode_against_random_images_with_the_same_labels(tmp_path):
     (tmp_path / "students.json").write_text(json.dumps(STUDENTS))
     weaker = {**ROW, "acc": 0.7, "acc_std": 0.01, "val_acc": 0.7811}
