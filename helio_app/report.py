@@ -36,14 +36,21 @@ def percent(row: dict, key: str = "acc") -> str:
     return f"{100 * row[key]:.2f}{spread}"
 
 
+def like_tables(paths: tuple[str, ...]) -> list[dict]:
+    """The students' tables of `paths` (metrics files or records); refused unless all share the first's IPC and
+    epochs."""
+    tables = [students_of(read(path)) for path in paths]
+    for path, metrics in zip(paths, tables, strict=True):
+        require_like(metrics, path, tables[0], paths[0])
+    return tables
+
+
 def students_table(*paths: str) -> list[str]:
     """The side-by-side table of students' metrics files or records of runs (another student on the same images):
     a row per (file, arch, label mode); all of one IPC and number of epochs, which the table does not show."""
     lines = ["| student | label mode | test acc % | val acc % | extra storage (bytes) | seconds per student |"]
     lines.append("|---|---|---|---|---|---|")
-    tables = [students_of(read(path)) for path in paths]
-    for path, metrics in zip(paths, tables, strict=True):
-        require_like(metrics, path, tables[0], paths[0])
+    for metrics in like_tables(paths):
         for arch in metrics["archs"]:
             for mode in (m for m in MODES if m in metrics[arch]):
                 row = metrics[arch][mode]
@@ -124,9 +131,7 @@ def cross_arch_table(*paths: str) -> list[str]:
     )
     lines = [header]
     lines.append("|---|---|---|---|---|---|---|")
-    tables = [students_of(read(path)) for path in paths]
-    for path, metrics in zip(paths, tables, strict=True):
-        require_like(metrics, path, tables[0], paths[0])
+    for metrics in like_tables(paths):
         for arch in metrics["archs"]:
             projector, teacher = metrics[arch]["projector"], metrics[arch]["teacher"]
             difference = 100 * (projector["acc"] - teacher["acc"])
