@@ -252,10 +252,8 @@ def selection_table(distilled: str, *randoms: str) -> list[str]:
     epochs, IPC and seeds, and the difference, DD-Ranking's improvement over random (IOR), on val and on test."""
     lines = ["| student | IPC | epochs | label source | distilled test % | val % | random test % | val % "
              "| IOR val / test (points) |", "|---" * 9 + "|"]  # fmt: skip
-    ours = students_of(read(distilled))
-    for path in randoms:
-        theirs = students_of(read(path))
-        require_like(theirs, path, ours, distilled)
+    ours, *others = like_tables((distilled, *randoms))
+    for path, theirs in zip(randoms, others, strict=True):
         for arch, mode in shared_rows(ours, theirs):
             mine, other = ours[arch][mode], theirs[arch][mode]
             gain = difference(mine, other, f"{path}: {arch} {mode}", distilled)
@@ -303,10 +301,9 @@ def parts_table(distilled: str, unrefined: str, random: str) -> list[str]:
     """What each part adds with the same labels, per label mode, in val / test points (means over the same seeds):
     the selection (the distilled students minus those on random train images refined alike: DD-Ranking's IOR), the
     refinement (minus the same selected images unrefined) and the label source (minus hard labels, same images)."""
-    tables = {path: students_of(read(path)) for path in (distilled, unrefined, random)}
+    paths = (distilled, unrefined, random)
+    tables = dict(zip(paths, like_tables(paths), strict=True))
     ours = tables[distilled]
-    for path in (unrefined, random):
-        require_like(tables[path], path, ours, distilled)
     lines = ["| student | IPC | epochs | label source | test % (val) | selection | refinement | over hard labels |",
              "|---" * 8 + "|"]  # fmt: skip
     rows = list(shared_rows(*tables.values()))
